@@ -53,7 +53,9 @@ export function summarize(h: hdr.Histogram): LatencySummary {
     p90: h.getValueAtPercentile(90),
     p99: h.getValueAtPercentile(99),
     p999: h.getValueAtPercentile(99.9),
-    max: h.maxValue,
+    // The bucket's top, not the raw max: a histogram decoded from its serialized form only knows buckets,
+    // so this keeps a merged summary equal to the summary of one histogram holding the same values.
+    max: h.getValueAtPercentile(100),
     mean: Math.round(h.mean),
   };
 }
