@@ -1,0 +1,200 @@
+// The control API on node:http: publish (`POST /send/<id>`, `POST /send` NDJSON), `/stats`, `/metrics`, `/healthz`.
+// It is short-lived request/response work, so node:http's per-connection cost does not matter here.
+import http from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { parseId } from './frame.js';
+import type { Limits } from './limits.js';
+import { prometheus, type ServerStats } from './stats.js';
+
+/** What the control API needs from the server. */
+export interface ControlTarget {
+  /** Publishes one message; resolves to the number of connections reached. */
+  publish(id: number, msg: string): Promise<number>;
+  stats(): ServerStats;
+}
+
+/** Options of the control listener. */
+export interface ControlOptions {
+  host: string;
+  port: number;
+  token: string | null;
+  limits: Limits;
+  onUnauthorized: () => void;
+}
+
+/** True for addresses that only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly extra: Record<string, unknown> = {}) {
+    super(message);
+  }
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/** Starts the control API; resolves with the server and its bound port. */
+export async function startControl(target: ControlTarget, opts: ControlOptions): Promise<{ server: http.Server; port: number }> {
+  const tokenDigest = opts.token === null ? null : digest(opts.token);
+
+  const authorized = (req: http.IncomingMessage): boolean => {
+    if (tokenDigest === null) return true;
+    const auth = req.headers.authorization ?? '';
+    const m = /^Bearer[ ]+(.+)$/i.exec(auth);
+    // Compare digests so the comparison takes the same time whatever the length or content of the guess.
+    return m !== null && timingSafeEqual(digest(m[1]!.trim()), tokenDigest);
+  };
+
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const status = err instanceof HttpError ? err.status : 500;
+      const extra = err instanceof HttpError ? err.extra : {};
+      const message = err instanceof Error ? err.message : String(err);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const headers: http.OutgoingHttpHeaders = {};
+      if (status === 401) headers['www-authenticate'] = 'Bearer realm="c1m"';
+      if (status === 413) headers.connection = 'close';
+      sendJson(res, status, { error: message, ...extra }, headers);
+      // After a 413 the rest of the body is not read; drain a bounded amount so the client sees the answer.
+      if (status === 413) req.resume();
+    });
+  });
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const method = req.method ?? 'GET';
+    if (path === '/healthz') {
+      allow(method, ['GET', 'HEAD']);
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(method === 'HEAD' ? undefined : 'ok\n');
+      return;
+    }
+    if (path !== '/stats' && path !== '/metrics' && path !== '/send' && !path.startsWith('/send/')) {
+      throw new HttpError(404, `no such path ${path.slice(0, 80)}; use POST /send/<id>, POST /send, GET /stats, /metrics, /healthz`);
+    }
+    if (!authorized(req)) {
+      opts.onUnauthorized();
+      throw new HttpError(401, 'missing or wrong token: send Authorization: Bearer <token>');
+    }
+    if (path === '/stats') {
+      allow(method, ['GET', 'HEAD']);
+      sendJson(res, 200, target.stats());
+      return;
+    }
+    if (path === '/metrics') {
+      allow(method, ['GET', 'HEAD']);
+      const body = prometheus(target.stats());
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(method === 'HEAD' ? undefined : body);
+      return;
+    }
+    allow(method, ['POST']);
+    if (path === '/send') {
+      const body = await readBody(req, opts.limits.maxBatchBytes);
+      await sendBatch(body.toString('utf8'), res);
+      return;
+    }
+    const id = parseId(decodeURIComponent(path.slice(6)));
+    if (typeof id === 'string') throw new HttpError(400, `bad id: ${id}`);
+    const body = await readBody(req, opts.limits.maxMessageBytes);
+    const delivered = await target.publish(id, body.toString('utf8'));
+    sendJson(res, 200, { delivered });
+  }
+
+  async function sendBatch(text: string, res: http.ServerResponse): Promise<void> {
+    const lines = text.split('\n');
+    let accepted = 0;
+    let delivered = 0;
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!.endsWith('\r') ? lines[i]!.slice(0, -1) : lines[i]!;
+      if (line.trim() === '') continue;
+      const n = i + 1;
+      const bad = (why: string): HttpError =>
+        new HttpError(400, `line ${n}: ${why}`, {
+          line: n,
+          accepted,
+          delivered,
+          applied:
+            accepted === 0
+              ? `no line was applied; line ${n} and the lines after it were not`
+              : `the ${accepted} good line(s) before line ${n} were applied; line ${n} and the lines after it were not`,
+        });
+      let rec: unknown;
+      try {
+        rec = JSON.parse(line);
+      } catch {
+        throw bad('not valid JSON');
+      }
+      if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw bad('not a JSON object {"id": <id>, "msg": "<text>"}');
+      const { id: rawId, msg } = rec as { id?: unknown; msg?: unknown };
+      let id: number | string;
+      if (typeof rawId === 'number') id = Number.isSafeInteger(rawId) && rawId >= 0 ? rawId : `id ${rawId} is not an integer in 0..2^53-1`;
+      else if (typeof rawId === 'string') id = parseId(rawId);
+      else id = 'missing "id" (a non-negative integer)';
+      if (typeof id === 'string') throw bad(`bad id: ${id}`);
+      if (typeof msg !== 'string') throw bad('missing "msg" (a string)');
+      if (Buffer.byteLength(msg) > opts.limits.maxMessageBytes) throw bad(`msg longer than ${opts.limits.maxMessageBytes} bytes`);
+      delivered += await target.publish(id, msg);
+      accepted++;
+    }
+    sendJson(res, 200, { accepted, delivered });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: opts.host, port: opts.port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+function allow(method: string, methods: string[]): void {
+  if (!methods.includes(method)) throw new HttpError(405, `method ${method} not allowed here; use ${methods.join(' or ')}`);
+}
+
+function sendJson(res: http.ServerResponse, status: number, doc: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+  const body = JSON.stringify(doc) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body), ...headers });
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+/** Reads a request body up to `limit` bytes; more is a 413 (refused early when Content-Length already says so). */
+function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) {
+    return Promise.reject(new HttpError(413, `body of ${declared} bytes is larger than the limit of ${limit} bytes`));
+  }
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (chunk: Buffer) => {
+      if (over) return;
+      size += chunk.length;
+      if (size > limit) {
+        over = true;
+        parts.length = 0;
+        reject(new HttpError(413, `body larger than the limit of ${limit} bytes`));
+        return;
+      }
+      parts.push(chunk);
+    });
+    req.on('end', () => {
+      if (!over) resolve(Buffer.concat(parts, size));
+    });
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,160 @@
+// The reference comet server as a library: `startCometServer(opts)` starts the streaming listener, the router
+// and the control API, and returns a handle with the bound ports, live stats and a graceful `stop()`.
+import type http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { startControl, isLoopback } from './control.js';
+import {
+  DEFAULT_CONTROL_HOST,
+  DEFAULT_CONTROL_PORT,
+  DEFAULT_HOST,
+  DEFAULT_LIMITS,
+  DEFAULT_PORT,
+  LIMIT_RANGES,
+  type Limits,
+} from './limits.js';
+import { LocalRouter, type Router, type RouterFactory } from './router.js';
+import { Counters, snapshot, type ServerStats } from './stats.js';
+import { StreamServer, type Conn } from './stream.js';
+
+export type { ServerStats } from './stats.js';
+export type { Limits } from './limits.js';
+export type { Router, RouterFactory, Deliver } from './router.js';
+export { DEFAULT_LIMITS } from './limits.js';
+
+/** Options of startCometServer; every limit defaults to DEFAULT_LIMITS. */
+export interface CometServerOptions {
+  /** Public (streaming) address; default 0.0.0.0. */
+  host?: string;
+  /** Public port; default 8000, 0 picks a free port. */
+  port?: number;
+  /** Control API address; default 127.0.0.1. A non-loopback address requires a token. */
+  controlHost?: string;
+  /** Control API port; default 8001, 0 picks a free port. */
+  controlPort?: number;
+  /** When set, the control API requires `Authorization: Bearer <token>` (except /healthz). */
+  token?: string;
+  /** Most open sockets on the public port (0 = no limit). */
+  maxConns?: number;
+  /** SSE heartbeat interval in ms. */
+  heartbeatMs?: number;
+  /** Unsent output per stream before it is cut as a slow consumer, in bytes. */
+  maxBufferBytes?: number;
+  /** Most ids per streaming connection. */
+  maxIdsPerConn?: number;
+  /** Time to send a complete request head, in ms. */
+  requestTimeoutMs?: number;
+  /** Largest single message (POST /send/<id> body), in bytes. */
+  maxMessageBytes?: number;
+  /** Largest NDJSON batch (POST /send body), in bytes. */
+  maxBatchBytes?: number;
+  /** Any other limit. */
+  limits?: Partial<Limits>;
+  /** Builds the router; default: the in-process LocalRouter. */
+  router?: RouterFactory<Conn>;
+}
+
+/** A running server. */
+export interface CometServer {
+  /** Bound public port. */
+  port: number;
+  /** Bound control API port. */
+  controlPort: number;
+  /** Public address as given. */
+  host: string;
+  /** Control address as given. */
+  controlHost: string;
+  /** The current /stats document. */
+  stats(): ServerStats;
+  /** Publishes a message in-process (same path and counters as the control API); resolves to connections reached. */
+  publish(id: number, msg: string): Promise<number>;
+  /** Graceful stop: stop accepting, end every stream (terminating chunk), close the control API; ≤ grace period. */
+  stop(): Promise<void>;
+}
+
+/** A configuration the server refuses to start with; `message` says why. */
+export class ServerConfigError extends Error {
+  readonly code = 'C1M_SERVER_CONFIG';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ServerConfigError';
+  }
+}
+
+/** Resolves the options into limits, checking every range. */
+export function resolveLimits(opts: CometServerOptions): Limits {
+  const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const direct: Array<keyof Limits & keyof CometServerOptions> = [
+    'maxConns', 'heartbeatMs', 'maxBufferBytes', 'maxIdsPerConn', 'requestTimeoutMs', 'maxMessageBytes', 'maxBatchBytes',
+  ];
+  for (const key of direct) {
+    const v = opts[key];
+    if (v !== undefined) limits[key] = v as number;
+  }
+  for (const [key, [lo, hi]] of Object.entries(LIMIT_RANGES) as Array<[keyof Limits, readonly [number, number]]>) {
+    const v = limits[key];
+    if (!Number.isFinite(v) || v < lo || v > hi) throw new ServerConfigError(`${key} = ${v} is out of range (${lo} to ${hi})`);
+  }
+  return limits;
+}
+
+/** Starts the comet server: streaming listener, router and control API. */
+export async function startCometServer(opts: CometServerOptions = {}): Promise<CometServer> {
+  const limits = resolveLimits(opts);
+  const host = opts.host ?? DEFAULT_HOST;
+  const controlHost = opts.controlHost ?? DEFAULT_CONTROL_HOST;
+  const token = opts.token === undefined || opts.token === '' ? null : opts.token;
+  if (!isLoopback(controlHost) && token === null) {
+    throw new ServerConfigError(
+      `refusing to expose the control API on ${controlHost} without a token: anyone who reaches it could publish to every user; ` +
+        'set --token (or C1M_TOKEN), or keep --control-host on loopback',
+    );
+  }
+  const startedAt = performance.now();
+  const counters = new Counters();
+  const stream = new StreamServer({ host, port: opts.port ?? DEFAULT_PORT, limits, counters });
+  const router: Router<Conn> = await (opts.router ?? ((d) => new LocalRouter<Conn>(d)))(stream.deliver);
+  stream.router = router;
+
+  const stats = (): ServerStats =>
+    snapshot(counters, { connections: stream.connections, ids: router.idCount, sockets: stream.sockets }, startedAt);
+
+  const publish = async (id: number, msg: string): Promise<number> => {
+    counters.messagesIn++;
+    const reached = await router.send(id, msg);
+    if (reached > 0) counters.messagesDelivered++;
+    else counters.toNobody++;
+    return reached;
+  };
+
+  let port: number;
+  try {
+    port = await stream.listen();
+  } catch (err) {
+    await router.close();
+    throw err;
+  }
+  let control: { server: http.Server; port: number };
+  try {
+    control = await startControl(
+      { publish, stats },
+      { host: controlHost, port: opts.controlPort ?? DEFAULT_CONTROL_PORT, token, limits, onUnauthorized: () => counters.unauthorized++ },
+    );
+  } catch (err) {
+    await stream.stop(0);
+    await router.close();
+    throw err;
+  }
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      const controlClosed = new Promise<void>((resolve) => control.server.close(() => resolve()));
+      control.server.closeIdleConnections();
+      await stream.stop(limits.shutdownGraceMs);
+      control.server.closeAllConnections();
+      await controlClosed;
+      await router.close();
+    })());
+
+  return { port, controlPort: control.port, host, controlHost, stats, publish, stop };
+}

@@ -1,0 +1,76 @@
+// Every limit of the comet server, named once with its default (mochiweb style).
+// The CLI flags, the library options and the tests all read these; change a default here and nowhere else.
+
+/** The server's limits and intervals; every field has a default in DEFAULT_LIMITS. */
+export interface Limits {
+  /** Longest request line (method, target, version) accepted on the streaming port, in bytes. */
+  maxRequestLineBytes: number;
+  /** Largest total size of the request header block (all header lines) on the streaming port, in bytes. */
+  maxHeaderBytes: number;
+  /** Most header lines accepted in one request; more is treated as abuse. */
+  maxHeaderCount: number;
+  /** Time a client has to send a complete request head after connecting (slowloris guard), in ms. */
+  requestTimeoutMs: number;
+  /** Most ids one streaming connection may log in as with `/test/1,2,3`. */
+  maxIdsPerConn: number;
+  /** Interval of the SSE heartbeat comment, sent to every SSE stream by one shared timer, in ms. */
+  heartbeatMs: number;
+  /** Unsent output a streaming connection may hold before it is closed as a slow consumer, in bytes. */
+  maxBufferBytes: number;
+  /** Bytes a client may send after its request on a streaming connection before it is closed (it should send none). */
+  maxIgnoredInputBytes: number;
+  /** Largest control API body for `POST /send/<id>` (one message), in bytes; more gets 413. */
+  maxMessageBytes: number;
+  /** Largest control API body for `POST /send` (NDJSON batch), in bytes; more gets 413. */
+  maxBatchBytes: number;
+  /** Most open sockets on the streaming port; further connections get 503 and are closed (0 = no limit). */
+  maxConns: number;
+  /** Time a graceful stop waits for streams to close before destroying them, in ms. */
+  shutdownGraceMs: number;
+  /** Time an answered-and-ending connection (error reply, 503) may linger before it is destroyed, in ms. */
+  lingerMs: number;
+  /** Granularity of the shared sweep timer that enforces request timeouts and lingering, in ms. */
+  sweepIntervalMs: number;
+}
+
+/** The defaults of every limit. */
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxRequestLineBytes: 8 * 1024,
+  maxHeaderBytes: 8 * 1024,
+  maxHeaderCount: 100,
+  requestTimeoutMs: 10_000,
+  maxIdsPerConn: 64,
+  heartbeatMs: 25_000,
+  maxBufferBytes: 64 * 1024,
+  maxIgnoredInputBytes: 8 * 1024,
+  maxMessageBytes: 64 * 1024,
+  maxBatchBytes: 1024 * 1024,
+  maxConns: 0,
+  shutdownGraceMs: 5_000,
+  lingerMs: 2_000,
+  sweepIntervalMs: 250,
+});
+
+/** Default public (streaming) listener address and port. */
+export const DEFAULT_HOST = '0.0.0.0';
+/** Default public (streaming) port. */
+export const DEFAULT_PORT = 8000;
+/** Default control API address: loopback, so publishing is local unless a token is set. */
+export const DEFAULT_CONTROL_HOST = '127.0.0.1';
+/** Default control API port. */
+export const DEFAULT_CONTROL_PORT = 8001;
+
+/** Largest id accepted: 2^53 - 1, so every id is an exact JavaScript number. */
+export const MAX_ID = Number.MAX_SAFE_INTEGER;
+
+/** Allowed ranges of the limits a user can set, used by the CLI and by startCometServer's validation. */
+export const LIMIT_RANGES = {
+  maxConns: [0, 10_000_000],
+  heartbeatMs: [100, 3_600_000],
+  maxBufferBytes: [1024, 1024 ** 3],
+  maxIdsPerConn: [1, 100_000],
+  requestTimeoutMs: [100, 3_600_000],
+  maxMessageBytes: [1, 64 * 1024 ** 2],
+  maxBatchBytes: [1, 1024 ** 3],
+  shutdownGraceMs: [0, 60_000],
+} as const satisfies Partial<Record<keyof Limits, readonly [number, number]>>;

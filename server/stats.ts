@@ -1,0 +1,153 @@
+// The server's counters, the /stats JSON and the /metrics Prometheus text, defined together so they cannot drift.
+
+/** Monotonic counters kept by the streaming listener and the publish path (plain numbers, no allocation). */
+export class Counters {
+  /** Streams opened since start (GET /test or /sse answered with 200). */
+  connectionsTotal = 0;
+  /** Streams closed since start, for any reason. */
+  closed = 0;
+  /** TCP connections accepted on the public port (streams, errors, HEADs and rejects alike). */
+  accepted = 0;
+  /** Messages accepted through the control API. */
+  messagesIn = 0;
+  /** Accepted messages that reached at least one connection. */
+  messagesDelivered = 0;
+  /** Accepted messages whose id had no connection (counted, not an error). */
+  toNobody = 0;
+  /** Per-connection deliveries queued by send (one per receiving connection per message). */
+  chunksQueued = 0;
+  /** Per-connection deliveries written to a socket. */
+  chunksOut = 0;
+  /** Per-connection deliveries dropped because their connection closed or was cut as a slow consumer first. */
+  chunksDropped = 0;
+  /** Bytes written to streaming sockets (response heads, chunks, heartbeats, terminating chunks). */
+  bytesOut = 0;
+  /** socket.write calls on the streaming port. */
+  writes = 0;
+  /** Streams closed because their unsent output passed the cap. */
+  slowDrops = 0;
+  /** Requests answered 4xx/5xx on the public port (bad request, 404, 501, timeouts, oversize). */
+  badRequests = 0;
+  /** Requests that did not complete within the request timeout (also counted in badRequests). */
+  timeouts = 0;
+  /** Connections refused with 503 because of --max-conns. */
+  rejected = 0;
+  /** Streams closed because the client kept sending after its request. */
+  inputAbuse = 0;
+  /** SSE heartbeat comments written. */
+  heartbeats = 0;
+  /** Socket errors seen on the public port (resets, broken pipes). */
+  socketErrors = 0;
+  /** Control API requests refused with 401. */
+  unauthorized = 0;
+}
+
+/** The /stats document; field names are part of the contract other tools read. */
+export interface ServerStats {
+  connections: number;
+  ids: number;
+  sockets: number;
+  connectionsTotal: number;
+  closed: number;
+  accepted: number;
+  messagesIn: number;
+  messagesDelivered: number;
+  toNobody: number;
+  chunksQueued: number;
+  chunksOut: number;
+  chunksDropped: number;
+  bytesOut: number;
+  writes: number;
+  slowDrops: number;
+  badRequests: number;
+  timeouts: number;
+  rejected: number;
+  inputAbuse: number;
+  heartbeats: number;
+  socketErrors: number;
+  unauthorized: number;
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+  uptimeSec: number;
+  pid: number;
+}
+
+/** Builds the /stats document from the counters and the live gauges. */
+export function snapshot(c: Counters, gauges: { connections: number; ids: number; sockets: number }, startedAt: number): ServerStats {
+  const mem = process.memoryUsage();
+  return {
+    connections: gauges.connections,
+    ids: gauges.ids,
+    sockets: gauges.sockets,
+    connectionsTotal: c.connectionsTotal,
+    closed: c.closed,
+    accepted: c.accepted,
+    messagesIn: c.messagesIn,
+    messagesDelivered: c.messagesDelivered,
+    toNobody: c.toNobody,
+    chunksQueued: c.chunksQueued,
+    chunksOut: c.chunksOut,
+    chunksDropped: c.chunksDropped,
+    bytesOut: c.bytesOut,
+    writes: c.writes,
+    slowDrops: c.slowDrops,
+    badRequests: c.badRequests,
+    timeouts: c.timeouts,
+    rejected: c.rejected,
+    inputAbuse: c.inputAbuse,
+    heartbeats: c.heartbeats,
+    socketErrors: c.socketErrors,
+    unauthorized: c.unauthorized,
+    rss: mem.rss,
+    heapUsed: mem.heapUsed,
+    heapTotal: mem.heapTotal,
+    external: mem.external,
+    arrayBuffers: mem.arrayBuffers,
+    uptimeSec: Math.round((performance.now() - startedAt) / 10) / 100,
+    pid: process.pid,
+  };
+}
+
+// Metric name, type and help for each /stats field; gauges are current values, counters only grow.
+const METRICS: Array<[keyof ServerStats, 'gauge' | 'counter', string, string]> = [
+  ['connections', 'gauge', 'c1m_connections', 'Open streaming connections.'],
+  ['ids', 'gauge', 'c1m_ids', 'Distinct ids with at least one open stream.'],
+  ['sockets', 'gauge', 'c1m_sockets', 'Open TCP sockets on the public port, streams included.'],
+  ['connectionsTotal', 'counter', 'c1m_connections_opened_total', 'Streams opened.'],
+  ['closed', 'counter', 'c1m_connections_closed_total', 'Streams closed.'],
+  ['accepted', 'counter', 'c1m_accepted_total', 'TCP connections accepted on the public port.'],
+  ['messagesIn', 'counter', 'c1m_messages_in_total', 'Messages accepted by the control API.'],
+  ['messagesDelivered', 'counter', 'c1m_messages_delivered_total', 'Messages that reached at least one connection.'],
+  ['toNobody', 'counter', 'c1m_messages_to_nobody_total', 'Messages whose id had no connection.'],
+  ['chunksQueued', 'counter', 'c1m_chunks_queued_total', 'Per-connection deliveries queued.'],
+  ['chunksOut', 'counter', 'c1m_chunks_out_total', 'Per-connection deliveries written.'],
+  ['chunksDropped', 'counter', 'c1m_chunks_dropped_total', 'Per-connection deliveries dropped (connection gone or too slow).'],
+  ['bytesOut', 'counter', 'c1m_bytes_out_total', 'Bytes written to streaming sockets.'],
+  ['writes', 'counter', 'c1m_writes_total', 'Socket writes on the streaming port.'],
+  ['slowDrops', 'counter', 'c1m_slow_consumer_drops_total', 'Streams closed as slow consumers.'],
+  ['badRequests', 'counter', 'c1m_bad_requests_total', 'Requests answered with an error on the public port.'],
+  ['timeouts', 'counter', 'c1m_request_timeouts_total', 'Requests not completed in time.'],
+  ['rejected', 'counter', 'c1m_rejected_total', 'Connections refused by --max-conns.'],
+  ['inputAbuse', 'counter', 'c1m_input_abuse_total', 'Streams closed for sending data after their request.'],
+  ['heartbeats', 'counter', 'c1m_heartbeats_total', 'SSE heartbeat comments written.'],
+  ['socketErrors', 'counter', 'c1m_socket_errors_total', 'Socket errors on the public port.'],
+  ['unauthorized', 'counter', 'c1m_unauthorized_total', 'Control API requests refused with 401.'],
+  ['rss', 'gauge', 'c1m_process_rss_bytes', 'Resident set size of the server process.'],
+  ['heapUsed', 'gauge', 'c1m_process_heap_used_bytes', 'V8 heap in use.'],
+  ['heapTotal', 'gauge', 'c1m_process_heap_total_bytes', 'V8 heap reserved.'],
+  ['external', 'gauge', 'c1m_process_external_bytes', 'Memory of C++ objects bound to JavaScript objects.'],
+  ['arrayBuffers', 'gauge', 'c1m_process_array_buffers_bytes', 'Memory of ArrayBuffers and Buffers.'],
+  ['uptimeSec', 'gauge', 'c1m_uptime_seconds', 'Seconds since the server started.'],
+];
+
+/** The /metrics document in Prometheus text exposition format 0.0.4. */
+export function prometheus(s: ServerStats): string {
+  let out = '';
+  for (const [key, type, name, help] of METRICS) {
+    out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${s[key]}\n`;
+  }
+  return out;
+}

@@ -1,0 +1,436 @@
+// The public streaming listener on raw node:net: `GET /test/<ids>` (chunked HTML) and `GET /sse/<ids>` (SSE).
+//
+// Why there is no per-connection closure, timer or buffer (the Node analogue of the seed's `hibernate`):
+// an idle comet connection does nothing for minutes, so everything it owns is pure overhead multiplied by
+// the number of users. A closure per socket (`socket.on('data', (b) => ... conn ...)`) costs a Context plus
+// a JSFunction (~100-200 bytes) per listener; a `setTimeout` per socket costs a Timeout object and a linked
+// list entry and keeps its closure alive; a per-socket parser or read buffer costs kilobytes. Instead:
+// - one set of handler functions per server, created once, attached to every socket; each finds its state
+//   through one property on the socket (`socket[kConn]`), a small fixed-shape Conn object;
+// - the request parser exists only until the request head is complete, then it is dropped;
+// - timeouts and heartbeats come from two shared interval timers walking Sets whose insertion order is
+//   deadline order (every connection gets the same timeout), so a sweep stops at the first live entry;
+// - a message is framed once per format into one Buffer, shared by all receivers; each receiver adds only
+//   its sequence prefix, and everything queued for one connection in one tick is written in one write.
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { RequestParser, RequestError, type RequestHead } from './parser.js';
+import type { Limits } from './limits.js';
+import type { Router } from './router.js';
+import type { Counters } from './stats.js';
+import {
+  HEAD_HTML_CHUNKED,
+  HEAD_HTML_PLAIN,
+  HEAD_SSE,
+  LAST_CHUNK,
+  SSE_HEARTBEAT,
+  errorResponse,
+  frameHtmlBody,
+  frameSseBody,
+  htmlPrefix,
+  parseIdList,
+  ssePrefix,
+} from './frame.js';
+
+// What a connection is doing.
+const K_REQUEST = 0; // waiting for its request head
+const K_HTML = 1; // chunked HTML stream (HTTP/1.1)
+const K_HTML_PLAIN = 2; // unchunked HTML stream (HTTP/1.0 client)
+const K_SSE = 3; // server-sent events
+const K_CLOSING = 4; // answered (error, HEAD, 503, stop); waiting for the client to close, or the linger deadline
+
+const kConn = Symbol('c1m.conn');
+type TaggedSocket = Socket & { [kConn]?: Conn };
+
+/** The whole per-connection state: a small fixed-shape object. */
+export class Conn {
+  kind = K_REQUEST;
+  /** Message number of the last message queued (HTML `Recvd msg #N`, SSE `id: N`). */
+  seq = 0;
+  /** Deadline (ms on the monotonic clock) while waiting for the request or lingering after an answer. */
+  deadline: number;
+  /** Bytes received after the request (a streaming client should send none). */
+  ignored = 0;
+  /** Parser state while the request head is incomplete, null otherwise. */
+  parser: RequestParser | null = null;
+  /** Framed message bodies queued in this tick, flushed by the shared setImmediate. */
+  pending: Buffer | Buffer[] | null = null;
+  constructor(readonly socket: Socket, deadline: number) {
+    this.deadline = deadline;
+  }
+}
+
+/** Options of the streaming listener. */
+export interface StreamOptions {
+  host: string;
+  port: number;
+  limits: Limits;
+  counters: Counters;
+}
+
+/** A message framed at most once per format, shared by all of its receivers. */
+class Framed {
+  private html: Buffer | null = null;
+  private sse: Buffer | null = null;
+  constructor(private readonly text: string) {}
+  htmlBody(): Buffer {
+    return (this.html ??= frameHtmlBody(this.text));
+  }
+  sseBody(): Buffer {
+    return (this.sse ??= frameSseBody(this.text));
+  }
+}
+
+/** The streaming listener; deliveries come from the router through `deliver`. */
+export class StreamServer {
+  readonly server: net.Server;
+  router!: Router<Conn>;
+  private readonly limits: Limits;
+  private readonly c: Counters;
+  /** Every open socket on the public port. */
+  private readonly live = new Set<Conn>();
+  /** Sockets still waiting for their request head, in accept order (= deadline order). */
+  private readonly waiting = new Set<Conn>();
+  /** Sockets answered and ending, in answer order (= deadline order). */
+  private readonly closing = new Set<Conn>();
+  private streams = 0;
+  /** Connections with queued output this tick. */
+  private dirty: Conn[] = [];
+  private flushScheduled = false;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private allClosed: (() => void) | null = null;
+
+  // The shared handlers. They are created once per server and receive the socket as `this`.
+  private readonly onData: (this: TaggedSocket, chunk: Buffer) => void;
+  private readonly onError: (this: TaggedSocket, err: Error) => void;
+  private readonly onClose: (this: TaggedSocket) => void;
+  private readonly flushBound: () => void;
+
+  constructor(private readonly opts: StreamOptions) {
+    this.limits = opts.limits;
+    this.c = opts.counters;
+    const self = this;
+    this.onData = function (chunk) {
+      const conn = this[kConn];
+      if (conn) self.data(conn, chunk);
+    };
+    this.onError = function () {
+      self.c.socketErrors++;
+    };
+    this.onClose = function () {
+      const conn = this[kConn];
+      if (conn) self.closed(conn);
+    };
+    this.flushBound = () => this.flush();
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+  }
+
+  /** Starts listening; resolves with the bound port. */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onErr = (err: Error): void => reject(err);
+      this.server.once('error', onErr);
+      this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: 4096 }, () => {
+        this.server.off('error', onErr);
+        this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs).unref();
+        this.heartbeatTimer = setInterval(() => this.heartbeat(), this.limits.heartbeatMs).unref();
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  /** Open streams (connections logged in as at least one id). */
+  get connections(): number {
+    return this.streams;
+  }
+
+  /** Open sockets on the public port. */
+  get sockets(): number {
+    return this.live.size;
+  }
+
+  private accept(socket: Socket): void {
+    const c = this.c;
+    c.accepted++;
+    const tagged = socket as TaggedSocket;
+    const conn = new Conn(socket, now() + this.limits.requestTimeoutMs);
+    tagged[kConn] = conn;
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    this.live.add(conn);
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    if (this.limits.maxConns > 0 && this.live.size > this.limits.maxConns) {
+      c.rejected++;
+      this.answer(conn, errorResponse(503, `server full (max ${this.limits.maxConns} connections)`));
+      return;
+    }
+    this.waiting.add(conn);
+  }
+
+  private data(conn: Conn, chunk: Buffer): void {
+    if (conn.kind !== K_REQUEST) {
+      // Input after the request is ignored; a client that keeps sending is misbehaving, and reading it costs CPU.
+      if (conn.kind !== K_CLOSING && (conn.ignored += chunk.length) > this.limits.maxIgnoredInputBytes) {
+        this.c.inputAbuse++;
+        conn.socket.destroy();
+      }
+      return;
+    }
+    const parser = (conn.parser ??= new RequestParser(this.limits));
+    let end: number;
+    try {
+      end = parser.execute(chunk);
+    } catch (err) {
+      conn.parser = null;
+      if (err instanceof RequestError) this.fail(conn, err.status, err.message);
+      else this.fail(conn, 400, 'unparsable request');
+      return;
+    }
+    if (end < 0) return;
+    conn.parser = null;
+    this.waiting.delete(conn);
+    conn.ignored = chunk.length - end;
+    this.route(conn, parser.head);
+  }
+
+  private route(conn: Conn, head: RequestHead): void {
+    const isHead = head.method === 'HEAD';
+    if (head.method !== 'GET' && !isHead) {
+      const hint = head.method === 'POST' ? ' (publish through the control API)' : '';
+      this.fail(conn, 501, `method ${head.method} is not implemented here; use GET or HEAD${hint}`, isHead);
+      return;
+    }
+    const q = head.target.indexOf('?');
+    const path = q < 0 ? head.target : head.target.slice(0, q);
+    let kind: number;
+    let rest: string;
+    if (path.startsWith('/test/')) {
+      kind = head.minor === 1 ? K_HTML : K_HTML_PLAIN;
+      rest = path.slice(6);
+    } else if (path.startsWith('/sse/')) {
+      kind = K_SSE;
+      rest = path.slice(5);
+    } else {
+      this.fail(conn, 404, `no such path ${path.length > 60 ? path.slice(0, 60) + '...' : path}; use /test/<id> or /sse/<id>`, isHead);
+      return;
+    }
+    const ids = parseIdList(rest, this.limits.maxIdsPerConn);
+    if (typeof ids === 'string') {
+      this.fail(conn, 400, `bad id: ${ids}`, isHead);
+      return;
+    }
+    const headBytes = kind === K_SSE ? HEAD_SSE : kind === K_HTML ? HEAD_HTML_CHUNKED : HEAD_HTML_PLAIN;
+    if (isHead) {
+      this.answer(conn, headBytes);
+      return;
+    }
+    conn.kind = kind;
+    this.write(conn.socket, headBytes);
+    this.streams++;
+    this.c.connectionsTotal++;
+    for (const id of ids) this.router.login(id, conn);
+  }
+
+  /** Answers an error and ends the connection. */
+  private fail(conn: Conn, status: number, reason: string, headOnly = false): void {
+    this.c.badRequests++;
+    this.answer(conn, errorResponse(status, reason, headOnly));
+  }
+
+  /**
+   * Writes a final response and half-closes. The socket keeps reading (and discarding) until the client closes,
+   * so the kernel does not turn unread input into a reset that could destroy the answer; the linger deadline
+   * bounds how long that may take.
+   */
+  private answer(conn: Conn, bytes: Buffer): void {
+    this.waiting.delete(conn);
+    conn.kind = K_CLOSING;
+    conn.deadline = now() + this.limits.lingerMs;
+    this.closing.add(conn);
+    this.write(conn.socket, bytes);
+    conn.socket.end();
+  }
+
+  private write(socket: Socket, bytes: Buffer): void {
+    this.c.writes++;
+    this.c.bytesOut += bytes.length;
+    socket.write(bytes);
+  }
+
+  private closed(conn: Conn): void {
+    this.live.delete(conn);
+    this.waiting.delete(conn);
+    this.closing.delete(conn);
+    conn.parser = null;
+    if (conn.kind === K_HTML || conn.kind === K_HTML_PLAIN || conn.kind === K_SSE) {
+      this.streams--;
+      this.c.closed++;
+      this.router.logout(conn);
+      if (conn.pending !== null) {
+        this.c.chunksDropped += Array.isArray(conn.pending) ? conn.pending.length : 1;
+        conn.pending = null;
+      }
+    }
+    conn.kind = K_CLOSING;
+    if (this.allClosed && this.live.size === 0) this.allClosed();
+  }
+
+  /** Router delivery: queues `msg` for each receiver (framed once per format); returns how many were reached. */
+  readonly deliver = (msg: string, conns: ReadonlySet<Conn>): number => {
+    const framed = new Framed(msg);
+    let n = 0;
+    for (const conn of conns) {
+      const kind = conn.kind;
+      if (kind !== K_HTML && kind !== K_HTML_PLAIN && kind !== K_SSE) continue;
+      const body = kind === K_SSE ? framed.sseBody() : framed.htmlBody();
+      conn.seq++;
+      const p = conn.pending;
+      if (p === null) {
+        conn.pending = body;
+        this.dirty.push(conn);
+      } else if (Array.isArray(p)) {
+        p.push(body);
+      } else {
+        conn.pending = [p, body];
+      }
+      n++;
+    }
+    this.c.chunksQueued += n;
+    if (n > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushBound);
+    }
+    return n;
+  };
+
+  /** Writes everything queued this tick: one allocation and one write per connection. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const dirty = this.dirty;
+    this.dirty = [];
+    const cap = this.limits.maxBufferBytes;
+    for (const conn of dirty) {
+      const p = conn.pending;
+      conn.pending = null;
+      if (p === null) continue; // closed in between; already counted as dropped
+      const bodies = Array.isArray(p) ? p : null;
+      const count = bodies ? bodies.length : 1;
+      const socket = conn.socket;
+      if (socket.destroyed || conn.kind === K_CLOSING) {
+        this.c.chunksDropped += count;
+        continue;
+      }
+      const chunked = conn.kind === K_HTML;
+      const sse = conn.kind === K_SSE;
+      const seq = conn.seq - count + 1;
+      // Sizes first, so the whole batch is one exact allocation.
+      let total = 0;
+      const prefixes: string[] = [];
+      for (let k = 0; k < count; k++) {
+        const body = bodies ? bodies[k]! : (p as Buffer);
+        const bodyLen = conn.kind === K_HTML_PLAIN ? body.length - 2 : body.length;
+        const prefix = sse ? ssePrefix(seq + k) : htmlPrefix(seq + k, body.length, chunked);
+        prefixes.push(prefix);
+        total += prefix.length + bodyLen;
+      }
+      if (socket.writableLength + total > cap) {
+        // A slow consumer: its unsent output would pass the cap. Cut it so memory stays bounded.
+        this.c.slowDrops++;
+        this.c.chunksDropped += count;
+        socket.destroy();
+        continue;
+      }
+      const out = Buffer.allocUnsafe(total);
+      let off = 0;
+      for (let k = 0; k < count; k++) {
+        const body = bodies ? bodies[k]! : (p as Buffer);
+        off += out.write(prefixes[k]!, off, 'latin1');
+        const bodyLen = conn.kind === K_HTML_PLAIN ? body.length - 2 : body.length;
+        off += body.copy(out, off, 0, bodyLen);
+      }
+      this.c.chunksOut += count;
+      this.write(socket, out);
+    }
+  }
+
+  /** The shared sweep: request timeouts, then lingering answered sockets. */
+  private sweep(): void {
+    const t = now();
+    for (const conn of this.waiting) {
+      if (conn.deadline > t) break;
+      this.c.timeouts++;
+      conn.parser = null;
+      this.fail(conn, 408, `request not completed within ${this.limits.requestTimeoutMs} ms`);
+    }
+    for (const conn of this.closing) {
+      if (conn.deadline > t) break;
+      this.closing.delete(conn);
+      conn.socket.destroy();
+    }
+  }
+
+  /** The shared heartbeat: one comment to every SSE stream (the same Buffer for all). */
+  private heartbeat(): void {
+    const cap = this.limits.maxBufferBytes;
+    for (const conn of this.live) {
+      if (conn.kind !== K_SSE) continue;
+      const socket = conn.socket;
+      if (socket.writableLength + SSE_HEARTBEAT.length > cap) {
+        this.c.slowDrops++;
+        socket.destroy();
+        continue;
+      }
+      this.c.heartbeats++;
+      this.write(socket, SSE_HEARTBEAT);
+    }
+  }
+
+  /**
+   * Graceful stop: stop accepting, flush queued output, end every stream (the terminating chunk for chunked
+   * HTML, a plain end for SSE and unchunked HTML), and destroy whatever is still open after the grace period.
+   */
+  async stop(graceMs = this.limits.shutdownGraceMs): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const closedServer = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.flushScheduled) this.flush();
+    for (const conn of this.live) {
+      const socket = conn.socket;
+      if (conn.kind === K_REQUEST) {
+        this.waiting.delete(conn);
+        socket.destroy();
+      } else if (conn.kind !== K_CLOSING) {
+        if (conn.kind === K_HTML) this.write(socket, LAST_CHUNK);
+        socket.end();
+      }
+    }
+    if (this.live.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          for (const conn of this.live) conn.socket.destroy();
+          resolve();
+        }, graceMs);
+        this.allClosed = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    // Destroyed sockets emit 'close' on a later tick; wait for the set to empty so stop() leaves nothing behind.
+    while (this.live.size > 0) await new Promise((r) => setImmediate(r));
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    await closedServer;
+  }
+}
+
+function now(): number {
+  return performance.now();
+}
