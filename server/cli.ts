@@ -1,0 +1,131 @@
+#!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size
+// comet-server: the reference comet server's command line (flags → options, signals, exit codes).
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { FlagError, formatDuration, parseDuration, parseIntFlag, parsePort, parseSize } from '../lib/flags.js';
+import { onInterrupt } from '../lib/signals.js';
+import { ServerConfigError, startCometServer, type CometServerOptions } from './index.js';
+import { DEFAULT_CONTROL_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, LIMIT_RANGES } from './limits.js';
+
+const L = DEFAULT_LIMITS;
+const R = LIMIT_RANGES;
+
+const HELP = `Usage: comet-server [options]
+
+The reference comet server: streams messages to browsers on GET /test/<id> (chunked HTML)
+and GET /sse/<id> (server-sent events); messages are published through the control API.
+
+Options:
+  --port N              public streaming port (default ${DEFAULT_PORT}; 0 = any free port)
+  --host ADDR           public address (default ${DEFAULT_HOST})
+  --control-port N      control API port (default ${DEFAULT_CONTROL_PORT}; 0 = any free port)
+  --control-host ADDR   control API address (default ${DEFAULT_CONTROL_HOST}); a non-loopback address needs a token
+  --token T             require "Authorization: Bearer T" on the control API (default: env C1M_TOKEN, else none)
+  --max-conns N         most open sockets on the public port, more get 503 (default ${L.maxConns} = no limit; ${R.maxConns[0]}..${R.maxConns[1]})
+  --heartbeat D         SSE heartbeat interval (default ${formatDuration(L.heartbeatMs)}; ${formatDuration(R.heartbeatMs[0])}..${formatDuration(R.heartbeatMs[1])})
+  --max-buffer SIZE     unsent output per stream before it is cut as a slow consumer (default 64KiB; 1KiB..1GiB)
+  --max-ids N           most ids per connection in /test/1,2,3 (default ${L.maxIdsPerConn}; ${R.maxIdsPerConn[0]}..${R.maxIdsPerConn[1]})
+  --request-timeout D   time to send a complete request head (default ${formatDuration(L.requestTimeoutMs)}; 100ms..1h)
+  --max-message SIZE    largest message, POST /send/<id> body (default 64KiB; 1..64MiB)
+  --max-batch SIZE      largest NDJSON batch, POST /send body (default 1MiB; 1..1GiB)
+  --help                print this help
+  --version             print the version
+
+When ready it prints one line on stderr: "listening port=<p> control=<c> ...".
+SIGINT/SIGTERM: stop accepting, end every stream with its terminating chunk, exit within ${formatDuration(L.shutdownGraceMs)}.
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function parse(argv: string[]): CometServerOptions | 'help' | 'version' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'control-port': { type: 'string' },
+      'control-host': { type: 'string' },
+      token: { type: 'string' },
+      'max-conns': { type: 'string' },
+      heartbeat: { type: 'string' },
+      'max-buffer': { type: 'string' },
+      'max-ids': { type: 'string' },
+      'request-timeout': { type: 'string' },
+      'max-message': { type: 'string' },
+      'max-batch': { type: 'string' },
+      help: { type: 'boolean' },
+      version: { type: 'boolean' },
+    },
+  });
+  if (values.help) return 'help';
+  if (values.version) return 'version';
+  const opts: CometServerOptions = {};
+  if (values.port !== undefined) opts.port = parsePort('--port', values.port);
+  if (values.host !== undefined) opts.host = nonEmpty('--host', values.host);
+  if (values['control-port'] !== undefined) opts.controlPort = parsePort('--control-port', values['control-port']);
+  if (values['control-host'] !== undefined) opts.controlHost = nonEmpty('--control-host', values['control-host']);
+  const token = values.token ?? process.env.C1M_TOKEN;
+  if (token !== undefined && token !== '') opts.token = token;
+  if (values['max-conns'] !== undefined) opts.maxConns = parseIntFlag('--max-conns', values['max-conns'], ...R.maxConns);
+  if (values.heartbeat !== undefined) opts.heartbeatMs = parseDuration('--heartbeat', values.heartbeat, ...R.heartbeatMs);
+  if (values['max-buffer'] !== undefined) opts.maxBufferBytes = parseSize('--max-buffer', values['max-buffer'], ...R.maxBufferBytes);
+  if (values['max-ids'] !== undefined) opts.maxIdsPerConn = parseIntFlag('--max-ids', values['max-ids'], ...R.maxIdsPerConn);
+  if (values['request-timeout'] !== undefined) {
+    opts.requestTimeoutMs = parseDuration('--request-timeout', values['request-timeout'], ...R.requestTimeoutMs);
+  }
+  if (values['max-message'] !== undefined) opts.maxMessageBytes = parseSize('--max-message', values['max-message'], ...R.maxMessageBytes);
+  if (values['max-batch'] !== undefined) opts.maxBatchBytes = parseSize('--max-batch', values['max-batch'], ...R.maxBatchBytes);
+  return opts;
+}
+
+function nonEmpty(flag: string, raw: string): string {
+  if (raw.trim() === '') throw new FlagError(flag, 'empty address (give a host name or IP address)');
+  return raw.trim();
+}
+
+async function main(): Promise<void> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(process.argv.slice(2));
+  } catch (err) {
+    // parseArgs errors (unknown flag, missing value) and FlagError both name the flag.
+    process.stderr.write(`comet-server: ${err instanceof Error ? err.message : String(err)} (see --help)\n`);
+    process.exit(2);
+  }
+  if (parsed === 'help') {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (parsed === 'version') {
+    process.stdout.write(version() + '\n');
+    return;
+  }
+  let server;
+  try {
+    server = await startCometServer(parsed);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`comet-server: ${message}\n`);
+    process.exit(err instanceof ServerConfigError ? 2 : 1);
+  }
+  const s = server;
+  process.stderr.write(
+    `listening port=${s.port} control=${s.controlPort} host=${s.host} control-host=${s.controlHost} ` +
+      `token=${parsed.token ? 'yes' : 'no'} pid=${process.pid}\n`,
+  );
+  onInterrupt(async () => {
+    // Belt and braces: whatever happens in stop(), the process is gone shortly after the grace period.
+    setTimeout(() => process.exit(1), DEFAULT_LIMITS.shutdownGraceMs + 1000).unref();
+    const st = s.stats();
+    await s.stop();
+    process.stderr.write(`stopped: ${st.connections} streams ended, ${st.messagesIn} messages in, ${st.chunksOut} chunks out\n`);
+    process.exit(0);
+  });
+}
+
+void main();
