@@ -1,0 +1,309 @@
+// Counting a process tree's established connections without netstat.
+//
+// /proc/net/tcp (and tcp6) lists every TCP socket of the network namespace, one fixed-format line each:
+//
+//      sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+//       0: 0100007F:1F40 0100007F:9C4E 01 00000000:00000000 00:00000000 00000000  1000        0 41234 1 ...
+//
+// At a million connections that is ~150 MB of text per read, so the scan never splits lines or runs a regex: it
+// walks a reused Buffer by byte offsets, reads the local port (4 hex digits right after the local address) and
+// skips the line at once unless the port is watched, and only then reads the state and the inode. The result is a
+// hash table from socket inode to state. Ownership comes from the other side: /proc/<pid>/fd/<n> links read
+// `socket:[<inode>]` for every socket the process holds, so a connection counts when its inode is in both. The
+// table lists sockets of every process on the host (the floodtest clients too, with the port on the remote side);
+// the inode match is what restricts the count to the watched tree.
+//
+// readlink() of a million fds costs more than the table scan, so SocketOwnership caches fd → inode per process
+// and re-reads a link only when its cached inode has left the table (the socket closed, so the fd number may have
+// been reused), for fds that are not TCP sockets (few: files, pipes, the epoll fd), and for all fds every
+// FULL_RESCAN_EVERY samples, which bounds how long a rare stale entry (a socket closed here but kept alive by a
+// dup() elsewhere, its fd number reused) can last.
+
+import { openSync, readSync, closeSync, readdirSync, readlinkSync } from 'node:fs';
+
+/** TCP state codes as printed in /proc/net/tcp (include/net/tcp_states.h). */
+export const TCP_ESTABLISHED = 0x01;
+export const TCP_LISTEN = 0x0a;
+
+/** Flag bits stored per inode in an InodeTable. */
+export const FLAG_PRESENT = 1;
+export const FLAG_ESTABLISHED = 2;
+export const FLAG_COUNTED = 4;
+
+/** Re-read every fd link after this many samples even when the cache looks valid. */
+export const FULL_RESCAN_EVERY = 30;
+
+/** Bytes read from /proc per read() call: big enough that a 1M-line table takes ~150 calls. */
+export const READ_CHUNK_BYTES = 1 << 20;
+
+/** Open-addressing hash set of socket inodes (unsigned 32-bit, never 0) with a flag byte each. */
+export class InodeTable {
+  private keys: Uint32Array;
+  private flags: Uint8Array;
+  private mask: number;
+  size = 0;
+
+  constructor(initialCapacity = 1 << 12) {
+    let cap = 16;
+    while (cap < initialCapacity * 2) cap *= 2;
+    this.keys = new Uint32Array(cap);
+    this.flags = new Uint8Array(cap);
+    this.mask = cap - 1;
+  }
+
+  /** Forgets every inode (keeps the memory). */
+  clear(): void {
+    if (this.size === 0) return;
+    this.keys.fill(0);
+    this.flags.fill(0);
+    this.size = 0;
+  }
+
+  private slot(inode: number): number {
+    let i = Math.imul(inode, 0x9e3779b1) >>> 0 & this.mask;
+    const keys = this.keys;
+    while (keys[i] !== 0 && keys[i] !== inode) i = (i + 1) & this.mask;
+    return i;
+  }
+
+  /** ORs `flag` into the inode's flags, adding the inode if new. */
+  add(inode: number, flag: number): void {
+    let i = this.slot(inode);
+    if (this.keys[i] === 0) {
+      if ((this.size + 1) * 2 > this.keys.length) {
+        this.grow();
+        i = this.slot(inode);
+      }
+      this.keys[i] = inode;
+      this.size++;
+    }
+    this.flags[i]! |= flag;
+  }
+
+  /** The inode's flags, 0 when absent. */
+  get(inode: number): number {
+    const i = this.slot(inode);
+    return this.keys[i] === 0 ? 0 : this.flags[i]!;
+  }
+
+  /** Clears one flag bit on every inode (e.g. FLAG_COUNTED, to count again over the same scan). */
+  clearFlag(flag: number): void {
+    const flags = this.flags;
+    for (let i = 0; i < flags.length; i++) flags[i]! &= ~flag;
+  }
+
+  private grow(): void {
+    const oldKeys = this.keys;
+    const oldFlags = this.flags;
+    this.keys = new Uint32Array(oldKeys.length * 2);
+    this.flags = new Uint8Array(oldKeys.length * 2);
+    this.mask = this.keys.length - 1;
+    for (let j = 0; j < oldKeys.length; j++) {
+      const k = oldKeys[j]!;
+      if (k !== 0) {
+        const i = this.slot(k);
+        this.keys[i] = k;
+        this.flags[i] = oldFlags[j]!;
+      }
+    }
+  }
+}
+
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) {
+  HEX[0x41 + c] = 10 + c;
+  HEX[0x61 + c] = 10 + c;
+}
+
+/** What one table scan saw. */
+export interface ScanCounts {
+  /** Socket lines read. */
+  lines: number;
+  /** Lines whose local port is watched (any state). */
+  onPorts: number;
+  /** Of those, ESTABLISHED. */
+  established: number;
+}
+
+/** Scans /proc/net/tcp-format tables for sockets on a set of local ports. One instance reuses one read buffer. */
+export class TcpTableScanner {
+  private readonly portMap = new Uint8Array(65536);
+  private readonly buf: Buffer;
+
+  constructor(ports: readonly number[], chunkBytes = READ_CHUNK_BYTES) {
+    for (const p of ports) this.portMap[p] = 1;
+    this.buf = Buffer.allocUnsafe(chunkBytes);
+  }
+
+  /**
+   * Reads a whole table file and adds each watched-port socket with a nonzero inode to `table` (FLAG_PRESENT, plus
+   * FLAG_ESTABLISHED when established). A missing file (no IPv6) counts as empty.
+   */
+  scanFile(path: string, table: InodeTable, counts: ScanCounts = { lines: 0, onPorts: 0, established: 0 }): ScanCounts {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return counts;
+      throw err;
+    }
+    try {
+      const buf = this.buf;
+      let have = 0;
+      for (;;) {
+        const n = readSync(fd, buf, have, buf.length - have, null);
+        if (n === 0) break;
+        have += n;
+        const used = this.scanBuffer(buf, 0, have, table, counts);
+        buf.copy(buf, 0, used, have);
+        have -= used;
+        if (have === buf.length) throw new Error(`${path}: line longer than ${buf.length} bytes`);
+      }
+      if (have > 0) {
+        buf[have] = 0x0a;
+        this.scanBuffer(buf, 0, have + 1, table, counts);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return counts;
+  }
+
+  /**
+   * Parses the complete lines in `buf[start, end)` and returns the offset just past the last complete line.
+   * Field positions follow the kernel's format string (net/ipv4/tcp_ipv4.c get_tcp4_sock, tcp6 alike):
+   * `%4d: %08X:%04X %08X:%04X %02X %08X:%08X %02X:%08lX %08X %5u %8d %lu ...` with 32 hex digits per IPv6 address.
+   */
+  scanBuffer(buf: Buffer, start: number, end: number, table: InodeTable, counts: ScanCounts): number {
+    const portMap = this.portMap;
+    let p = start;
+    while (p < end) {
+      const eol = buf.indexOf(0x0a, p);
+      if (eol < 0 || eol >= end) return p;
+      // Skip the leading spaces of "%4d"; the header line ("  sl ...") has no ':' right after its digits.
+      let q = p;
+      while (q < eol && buf[q] === 0x20) q++;
+      const firstDigit = q;
+      while (q < eol && buf[q]! >= 0x30 && buf[q]! <= 0x39) q++;
+      if (q === firstDigit || buf[q] !== 0x3a /* ':' */) {
+        p = eol + 1;
+        continue;
+      }
+      counts.lines++;
+      const addr = q + 2; // after ": "
+      const addrLen = buf[addr + 8] === 0x3a ? 8 : 32;
+      const portAt = addr + addrLen + 1;
+      const port = (HEX[buf[portAt]!]! << 12) | (HEX[buf[portAt + 1]!]! << 8) | (HEX[buf[portAt + 2]!]! << 4) | HEX[buf[portAt + 3]!]!;
+      if (port < 0 || portMap[port] !== 1) {
+        p = eol + 1;
+        continue;
+      }
+      counts.onPorts++;
+      const stateAt = portAt + 5 + addrLen + 6; // past ":PPPP ", the remote address and ":PPPP "
+      const state = (HEX[buf[stateAt]!]! << 4) | HEX[buf[stateAt + 1]!]!;
+      // After the state: " %08X:%08X %02X:%08lX %08X" is 39 fixed bytes, then uid, timeout and inode, each
+      // space-padded and variable in width.
+      let r = stateAt + 2 + 39;
+      for (let field = 0; field < 2; field++) {
+        while (r < eol && buf[r] === 0x20) r++;
+        while (r < eol && buf[r] !== 0x20) r++;
+      }
+      while (r < eol && buf[r] === 0x20) r++;
+      let inode = 0;
+      while (r < eol) {
+        const c = buf[r]! - 0x30;
+        if (c < 0 || c > 9) break;
+        inode = inode * 10 + c;
+        r++;
+      }
+      if (state === TCP_ESTABLISHED) counts.established++;
+      // Inode 0: no owner any more (TIME_WAIT, or closed and orphaned), so it cannot belong to the tree.
+      if (inode !== 0) table.add(inode, state === TCP_ESTABLISHED ? FLAG_PRESENT | FLAG_ESTABLISHED : FLAG_PRESENT);
+      p = eol + 1;
+    }
+    return p;
+  }
+}
+
+/** Costs of one ownership pass, for benchmarks and `--verbose`. */
+export interface OwnershipCounts {
+  /** Established watched-port sockets held by the tree (each socket once even if several fds share it). */
+  established: number;
+  /** fd entries listed. */
+  fds: number;
+  /** readlink() calls made (the rest came from the cache). */
+  readlinks: number;
+}
+
+interface FdCache {
+  startTime: number;
+  /** fd number → socket inode (0: not cached, or not a TCP socket). */
+  inodes: Uint32Array;
+}
+
+/** Maps a tree's fds to socket inodes, with the per-process cache described at the top of this file. */
+export class SocketOwnership {
+  private readonly caches = new Map<number, FdCache>();
+  private samples = 0;
+
+  /**
+   * Counts the established sockets in `table` held by the processes `procs` ({pid, startTime} pairs; the start
+   * time tells a reused pid from the old process). Marks counted inodes with FLAG_COUNTED.
+   */
+  count(procs: readonly { pid: number; startTime: number }[], table: InodeTable): OwnershipCounts {
+    const full = this.samples++ % FULL_RESCAN_EVERY === 0;
+    const out: OwnershipCounts = { established: 0, fds: 0, readlinks: 0 };
+    const live = new Set<number>();
+    for (const { pid, startTime } of procs) {
+      live.add(pid);
+      let cache = this.caches.get(pid);
+      if (!cache || cache.startTime !== startTime) {
+        cache = { startTime, inodes: new Uint32Array(1024) };
+        this.caches.set(pid, cache);
+      }
+      let names: string[];
+      try {
+        names = readdirSync(`/proc/${pid}/fd`);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ESRCH') continue; // exited between listing the tree and now
+        throw new Error(`cannot list /proc/${pid}/fd (${code}): memlog must run as the same user as the process, or as root`);
+      }
+      const dir = `/proc/${pid}/fd/`;
+      for (let k = 0; k < names.length; k++) {
+        const name = names[k]!;
+        const fd = +name;
+        out.fds++;
+        if (fd >= cache.inodes.length) {
+          let len = cache.inodes.length;
+          while (len <= fd) len *= 2;
+          const grown = new Uint32Array(len);
+          grown.set(cache.inodes);
+          cache.inodes = grown;
+        }
+        let inode = full ? 0 : cache.inodes[fd]!;
+        let flags = inode === 0 ? 0 : table.get(inode);
+        if (flags === 0) {
+          out.readlinks++;
+          inode = 0;
+          try {
+            const link = readlinkSync(dir + name);
+            // "socket:[12345]"
+            if (link.charCodeAt(0) === 0x73 && link.startsWith('socket:[')) inode = Number(link.slice(8, -1)) >>> 0;
+          } catch {
+            // fd closed while we listed: nothing to count
+          }
+          flags = inode === 0 ? 0 : table.get(inode);
+          cache.inodes[fd] = flags === 0 ? 0 : inode; // only sockets in the table are worth caching
+        }
+        if ((flags & FLAG_ESTABLISHED) !== 0 && (flags & FLAG_COUNTED) === 0) {
+          out.established++;
+          table.add(inode, FLAG_COUNTED);
+        }
+      }
+    }
+    for (const pid of this.caches.keys()) if (!live.has(pid)) this.caches.delete(pid);
+    return out;
+  }
+}
