@@ -1,0 +1,40 @@
+// Human-readable lines for msggen's progress (one per sample) and its summary; JSON records are the Sample and
+// Summary objects themselves (index.ts).
+import { formatMicros } from '../lib/histogram.js';
+import type { Sample, Summary } from './index.js';
+
+function formatErrors(errors: Record<string, number>): string {
+  const entries = Object.entries(errors).sort((a, b) => b[1] - a[1]);
+  return entries.length === 0 ? 'none' : entries.map(([code, n]) => `${code}=${n}`).join(' ');
+}
+
+function pad(n: number | string, width: number): string {
+  return String(n).padStart(width);
+}
+
+/** One progress line: `[  3s] sent 1000/s acked 1000/s late 0 behind 0 inflight 2 p50 450us p99 1.20ms errors none`. */
+export function formatSample(s: Sample): string {
+  const iv = s.interval > 0 ? s.interval : 1;
+  return (
+    `[${pad(Math.round(s.t), 4)}s] sent ${pad(Math.round(s.sent / iv), 6)}/s acked ${pad(Math.round(s.acked / iv), 6)}/s` +
+    ` late ${s.late} behind ${s.behind} inflight ${s.inFlight}` +
+    ` p50 ${formatMicros(s.latency.p50)} p99 ${formatMicros(s.latency.p99)} errors ${formatErrors(s.errors)}`
+  );
+}
+
+/** The end-of-run summary for people (several lines). */
+export function formatSummary(s: Summary): string {
+  const l = s.latency;
+  const r = s.requestLatency;
+  return [
+    `msggen summary (${s.stoppedBy === 'num' ? 'all sends made' : s.stoppedBy === 'duration' ? 'duration reached' : 'stopped'})`,
+    `  target      ${s.target}  procs ${s.procs} × ${s.rate}/s = ${s.requestedRate}/s  batch ${s.batch}  threads ${s.threads}  connections ${s.connections}`,
+    `  ids         ${s.dist} over 1..${s.max}  seed ${s.seed}`,
+    `  messages    scheduled ${s.scheduled}  sent ${s.sent}  acked ${s.acked}  failed ${s.failed}  unsent ${s.unsent}  late ${s.late}`,
+    `  delivered   ${s.delivered} (connections reached, as reported by the server)`,
+    `  rate        achieved ${s.achievedRate}/s  acked ${s.ackedRate}/s  over ${s.sendWindow}s (elapsed ${s.elapsed}s)`,
+    `  requests    ${s.requests}  errors ${formatErrors(s.errors)}`,
+    `  latency     from scheduled time: p50 ${formatMicros(l.p50)} p90 ${formatMicros(l.p90)} p99 ${formatMicros(l.p99)} p99.9 ${formatMicros(l.p999)} max ${formatMicros(l.max)}`,
+    `  request     from issue: p50 ${formatMicros(r.p50)} p99 ${formatMicros(r.p99)} max ${formatMicros(r.max)}`,
+  ].join('\n');
+}
