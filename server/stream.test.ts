@@ -1,0 +1,316 @@
+// The streaming port on real sockets: exact bytes of both stream formats, every bad input, limits and shutdown.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startCometServer, type CometServer, type CometServerOptions } from './index.js';
+import { HEAD_HTML_CHUNKED, HEAD_HTML_PLAIN, HEAD_SSE } from './frame.js';
+import { RawClient, eventually, htmlChunk, openStream } from './testkit.js';
+
+const H_HTML = HEAD_HTML_CHUNKED.toString('latin1');
+const H_PLAIN = HEAD_HTML_PLAIN.toString('latin1');
+const H_SSE = HEAD_SSE.toString('latin1');
+
+async function start(opts: CometServerOptions = {}): Promise<CometServer> {
+  return startCometServer({ host: '127.0.0.1', port: 0, controlHost: '127.0.0.1', controlPort: 0, ...opts });
+}
+
+describe('streams: exact bytes', () => {
+  let s: CometServer;
+  const clients: RawClient[] = [];
+  const open = async (path: string): Promise<RawClient> => {
+    const c = await openStream(s.port, path);
+    clients.push(c);
+    return c;
+  };
+  before(async () => {
+    s = await start();
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await s.stop();
+  });
+
+  it('GET /test/<id> streams one chunk per message, numbered from 1, HTML-escaped', async () => {
+    const c = await open('/test/123');
+    assert.equal(await s.publish(123, 'hello'), 1);
+    await c.until(htmlChunk(1, 'hello'));
+    assert.equal(await s.publish(123, `<script>alert("x")</script> & 'q'`), 1);
+    assert.equal(await s.publish(123, 'multi\nline ünï'), 1);
+    const expected =
+      H_HTML +
+      htmlChunk(1, 'hello') +
+      htmlChunk(2, '&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;q&#39;') +
+      htmlChunk(3, 'multi\nline ünï');
+    await c.until((t) => t.length >= expected.length);
+    assert.equal(c.text, expected);
+    assert.ok(c.text.startsWith('HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n'));
+  });
+
+  it('GET /sse/<id> streams events with a per-connection id and one data line per message line', async () => {
+    const c = await open('/sse/77');
+    await s.publish(77, 'one');
+    await s.publish(77, 'a\nb\r\nc\rd');
+    // A message cannot inject fields or end its event early: CR and LF always start a new data: line.
+    await s.publish(77, 'x\r\n\r\nid: 99\nevent: evil\nretry: 1');
+    await s.publish(77, '');
+    const expected =
+      H_SSE +
+      'id: 1\ndata: one\n\n' +
+      'id: 2\ndata: a\ndata: b\ndata: c\ndata: d\n\n' +
+      'id: 3\ndata: x\ndata: \ndata: id: 99\ndata: event: evil\ndata: retry: 1\n\n' +
+      'id: 4\ndata: \n\n';
+    await c.until((t) => t.length >= expected.length);
+    assert.equal(c.text, expected);
+    assert.match(H_SSE, /^HTTP\/1\.1 200 OK\r\nContent-Type: text\/event-stream; charset=utf-8\r\n/);
+    assert.match(H_SSE, /Access-Control-Allow-Origin: \*\r\n/);
+  });
+
+  it('/test/1,2,3 logs in as several ids; numbering is per connection; two windows on one id both receive', async () => {
+    const multi = await open('/test/1001,1002,1003');
+    const other = await open('/test/1002');
+    assert.equal(await s.publish(1003, 'for 3'), 1);
+    assert.equal(await s.publish(1002, 'for 2'), 2);
+    assert.equal(await s.publish(1004, 'nobody'), 0);
+    await multi.until(htmlChunk(2, 'for 2'));
+    await other.until(htmlChunk(1, 'for 2'));
+    assert.equal(multi.text, H_HTML + htmlChunk(1, 'for 3') + htmlChunk(2, 'for 2'));
+    assert.equal(other.text, H_HTML + htmlChunk(1, 'for 2'));
+  });
+
+  it('many messages to one connection in one tick go out in one write', async () => {
+    const c = await open('/test/555');
+    const before = s.stats();
+    await Promise.all([s.publish(555, 'a'), s.publish(555, 'b'), s.publish(555, 'c')]);
+    await c.until(htmlChunk(3, 'c'));
+    const st = s.stats();
+    assert.equal(st.writes - before.writes, 1);
+    assert.equal(st.chunksOut - before.chunksOut, 3);
+    assert.equal(c.text, H_HTML + htmlChunk(1, 'a') + htmlChunk(2, 'b') + htmlChunk(3, 'c'));
+  });
+
+  it('an HTTP/1.0 client gets an unchunked stream that ends when the connection closes', async () => {
+    const c = new RawClient(s.port);
+    clients.push(c);
+    c.send('GET /test/600 HTTP/1.0\r\n\r\n');
+    await c.until('\r\n\r\n');
+    await s.publish(600, 'old');
+    await c.until("Recvd msg #1: 'old'<br/>");
+    assert.equal(c.text, H_PLAIN + "Recvd msg #1: 'old'<br/>");
+  });
+
+  it('the request may arrive one byte at a time', async () => {
+    const c = new RawClient(s.port);
+    clients.push(c);
+    await c.connected();
+    for (const ch of 'GET /sse/808 HTTP/1.1\r\nHost: slow\r\n\r\n') {
+      c.send(ch);
+      await new Promise((r) => setImmediate(r));
+    }
+    await c.until('\r\n\r\n');
+    await s.publish(808, 'ok');
+    await c.until('id: 1\ndata: ok\n\n');
+    assert.equal(c.text, H_SSE + 'id: 1\ndata: ok\n\n');
+  });
+
+  it('HEAD gets the headers only, then the connection closes', async () => {
+    const c = new RawClient(s.port);
+    c.send('HEAD /test/1 HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(await c.untilClosed(), H_HTML);
+    const d = new RawClient(s.port);
+    d.send('HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n');
+    const text = await d.untilClosed();
+    assert.match(text, /^HTTP\/1\.1 404 Not Found\r\n/);
+    assert.ok(text.endsWith('\r\n\r\n'), 'no body after a HEAD');
+  });
+
+  it('a closed stream is logged out of every id; 500 streams open and close leave nothing behind', async () => {
+    const base = s.stats();
+    const many: RawClient[] = [];
+    for (let i = 0; i < 500; i++) many.push(new RawClient(s.port).send(`GET /test/${20_000 + (i % 250)},${30_000 + i} HTTP/1.1\r\nHost: x\r\n\r\n`));
+    await Promise.all(many.map((c) => c.until('\r\n\r\n')));
+    assert.equal(s.stats().connections, base.connections + 500);
+    assert.equal(s.stats().ids, base.ids + 750);
+    assert.equal(await s.publish(20_000, 'two'), 2);
+    for (const c of many) c.close();
+    await eventually(() => s.stats().connections === base.connections, 'every stream to close');
+    const st = s.stats();
+    assert.equal(st.ids, base.ids);
+    // Sockets of earlier tests (answered HEADs) may still be closing, so the count may only have gone down.
+    assert.ok(st.sockets <= base.sockets, `sockets ${st.sockets} <= ${base.sockets}`);
+    assert.equal(st.closed - base.closed, 500);
+    assert.equal(await s.publish(20_000, 'gone'), 0);
+  });
+});
+
+describe('streams: bad input gets a clear answer and a close', () => {
+  let s: CometServer;
+  let keeper: RawClient;
+  before(async () => {
+    s = await start({ maxIdsPerConn: 64 });
+    keeper = await openStream(s.port, '/test/4242');
+  });
+  after(async () => {
+    keeper.close();
+    await s.stop();
+  });
+
+  const cases: Array<[string, string, RegExp, RegExp]> = [
+    ['unknown path', 'GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 404 /, /no such path \/nothing/],
+    ['/test without id', 'GET /test HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 404 /, /no such path/],
+    ['POST (publishing on the public port)', 'POST /test/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi', /^HTTP\/1\.1 501 /, /method POST is not implemented.*control API/],
+    ['PUT', 'PUT /sse/1 HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 501 /, /method PUT/],
+    ['empty id', 'GET /test/ HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /bad id: empty id/],
+    ['non-numeric id', 'GET /test/abc HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /'abc' is not a non-negative decimal integer/],
+    ['negative id', 'GET /sse/-1 HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /'-1' is not a non-negative/],
+    ['fractional id', 'GET /test/1.5 HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /'1.5'/],
+    ['leading zero', 'GET /test/007 HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /leading zero/],
+    ['id above 2^53-1', 'GET /test/9007199254740992 HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /larger than 9007199254740991/],
+    ['empty element in a list', 'GET /test/1,,2 HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400 /, /empty id/],
+    ['65 ids', `GET /test/${Array.from({ length: 65 }, (_, i) => i).join(',')} HTTP/1.1\r\nHost: x\r\n\r\n`, /^HTTP\/1\.1 400 /, /too many ids \(65; at most 64/],
+    ['missing Host', 'GET /test/1 HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400 /, /without a Host header/],
+    ['garbage', 'HELLO THERE\r\n\r\n', /^HTTP\/1\.1 400 /, /request line/],
+    ['HTTP/2 preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', /^HTTP\/1\.1 505 /, /HTTP\/2\.0 is not supported/],
+    ['request line over 8 KiB', `GET /test/${'1'.repeat(9000)} HTTP/1.1\r\nHost: x\r\n\r\n`, /^HTTP\/1\.1 414 /, /longer than 8192 bytes/],
+    ['headers over 8 KiB', `GET /test/1 HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(9000)}\r\n\r\n`, /^HTTP\/1\.1 431 /, /larger than 8192 bytes/],
+  ];
+
+  for (const [name, request, status, reason] of cases) {
+    it(`${name} → ${status.source.slice(12, 15)}`, async () => {
+      const before = s.stats().badRequests;
+      const c = new RawClient(s.port);
+      c.send(request);
+      const text = await c.untilClosed();
+      assert.match(text, status);
+      const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+      assert.match(body, reason);
+      assert.equal(body.split('\n').length, 2, 'a one-line reason');
+      assert.match(text, /\r\nConnection: close\r\n/);
+      assert.equal(s.stats().badRequests, before + 1);
+    });
+  }
+
+  it('nobody else was harmed: the keeper stream still receives', async () => {
+    assert.equal(await s.publish(4242, 'still here'), 1);
+    await keeper.until(htmlChunk(1, 'still here'));
+  });
+
+  it('64 ids is allowed', async () => {
+    const c = await openStream(s.port, `/test/${Array.from({ length: 64 }, (_, i) => 9000 + i).join(',')}`);
+    assert.ok(c.text.startsWith('HTTP/1.1 200 OK'));
+    assert.equal(await s.publish(9063, 'last'), 1);
+    await c.until(htmlChunk(1, 'last'));
+    c.close();
+  });
+});
+
+describe('streams: limits', () => {
+  it('a request not complete within the timeout (slowloris) gets 408 and a close; others keep streaming', async () => {
+    const s = await start({ requestTimeoutMs: 300 });
+    try {
+      const keeper = await openStream(s.port, '/sse/1');
+      const slow = new RawClient(s.port);
+      slow.send('GET /test/1 HTTP/1.1\r\nHo');
+      const silent = new RawClient(s.port); // connects and sends nothing
+      await silent.connected();
+      const text = await slow.untilClosed(3000);
+      assert.match(text, /^HTTP\/1\.1 408 Request Timeout\r\n[\s\S]*request not completed within 300 ms\n$/);
+      await silent.untilClosed(3000);
+      assert.equal(s.stats().timeouts, 2);
+      await s.publish(1, 'fine');
+      await keeper.until('data: fine\n\n');
+      keeper.close();
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('--max-conns: the connection over the limit gets 503 and a close, and is counted', async () => {
+    const s = await start({ maxConns: 2 });
+    try {
+      const a = await openStream(s.port, '/test/1');
+      const b = await openStream(s.port, '/sse/2');
+      const c = new RawClient(s.port);
+      c.send('GET /test/3 HTTP/1.1\r\nHost: x\r\n\r\n');
+      const text = await c.untilClosed();
+      assert.match(text, /^HTTP\/1\.1 503 Service Unavailable\r\n[\s\S]*server full \(max 2 connections\)\n$/);
+      assert.equal(s.stats().rejected, 1);
+      a.close();
+      await eventually(() => s.stats().sockets === 1, 'the first stream to close');
+      const d = await openStream(s.port, '/test/4');
+      assert.ok(d.text.startsWith('HTTP/1.1 200 OK'));
+      d.close();
+      b.close();
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('a slow consumer is closed when its unsent output passes the cap, while a fast one keeps receiving', async () => {
+    const s = await start({ maxBufferBytes: 256 * 1024 });
+    try {
+      const fast = await openStream(s.port, '/test/7');
+      const slow = await openStream(s.port, '/test/7');
+      slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's output queue grows
+      const msg = 'x'.repeat(32 * 1024);
+      let sent = 0;
+      while (s.stats().slowDrops === 0 && sent < 4000) {
+        await s.publish(7, msg);
+        sent++;
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal(s.stats().slowDrops, 1, `a slow consumer cut after ${sent} messages`);
+      await s.publish(7, 'after');
+      await fast.until(htmlChunk(sent + 1, 'after'), 10_000);
+      slow.socket.resume();
+      await slow.untilClosed();
+      assert.equal(s.stats().connections, 1);
+      fast.close();
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('SSE heartbeats come from the shared timer; HTML streams get none', async () => {
+    const s = await start({ heartbeatMs: 100 });
+    try {
+      const sse = await openStream(s.port, '/sse/1');
+      const sse2 = await openStream(s.port, '/sse/2');
+      const html = await openStream(s.port, '/test/3');
+      await sse.until(': heartbeat\n\n: heartbeat\n\n');
+      await sse2.until(': heartbeat\n\n');
+      assert.equal(html.text, H_HTML);
+      assert.ok(s.stats().heartbeats >= 3);
+      for (const c of [sse, sse2, html]) c.close();
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('a client that keeps sending after its request is closed', async () => {
+    const s = await start();
+    try {
+      const c = await openStream(s.port, '/test/1');
+      c.send(Buffer.alloc(20_000, 65));
+      await c.untilClosed();
+      assert.equal(s.stats().inputAbuse, 1);
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
+describe('streams: graceful stop', () => {
+  it('stop() ends chunked streams with the terminating chunk and SSE streams with a close, then resolves', async () => {
+    const s = await start();
+    const html = await openStream(s.port, '/test/1');
+    const sse = await openStream(s.port, '/sse/1');
+    const pending = new RawClient(s.port).send('GET /test/1 HTTP/1.1\r\n');
+    await pending.connected();
+    await s.publish(1, 'last words');
+    const t0 = Date.now();
+    await s.stop();
+    assert.ok(Date.now() - t0 < 5000);
+    assert.equal(await html.untilClosed(), H_HTML + htmlChunk(1, 'last words') + '0\r\n\r\n');
+    assert.equal(await sse.untilClosed(), H_SSE + 'id: 1\ndata: last words\n\n');
+    await pending.untilClosed();
+  });
+});
