@@ -1,0 +1,478 @@
+// floodtest as a library: `startFlood(options)` opens the connections (in this process, or in child processes with
+// `procs` > 1) and returns a handle for samples, the latency histogram and `stop()` → Summary.
+import { fork, type ChildProcess } from 'node:child_process';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { createHistogram, encodeHistogram, mergeEncoded, summarize } from '../lib/histogram.js';
+import { Engine } from './engine.js';
+import { addErrors, type ErrorCounts, type LoopDelay, type Sample, type Summary } from './sample.js';
+import { parseTargets, resolveEndpoints } from './urls.js';
+
+export type { Sample, Summary, ErrorCounts, LoopDelay } from './sample.js';
+export { formatStatsLine, encodeRecord, decodeRecord, formatSummary, formatProgress, formatErrors } from './sample.js';
+export { generateUrls, readUrlFile, parseUrlText, parseTargets, UrlError } from './urls.js';
+export { ResponseParser, ResponseParseError, ParseErrorCode, ExecResult, PARSER_LIMITS } from './parser.js';
+export { pace, backoffMs } from './engine.js';
+
+/** Connections one floodtest process is meant to hold: under the 20,000 open-files limit with room to spare. */
+export const CONNS_PER_PROC = 18_000;
+
+/** Every default and limit of a flood, in one place. */
+export const FLOOD_DEFAULTS = {
+  intervalMs: 0,
+  inflight: 256,
+  connectTimeoutMs: 10_000,
+  reconnect: false,
+  reconnectBaseMs: 100,
+  reconnectMaxMs: 30_000,
+  durationMs: 0,
+  sampleIntervalMs: 1000,
+  insecure: false,
+} as const;
+
+/** Options of startFlood. Only `urls` is required. */
+export interface FloodOptions {
+  /** http:// or https:// URLs, opened in order; slot i uses urls[i mod urls.length]. */
+  urls: readonly string[];
+  /** One new connection every intervalMs (fractions allowed; 0 = as fast as the in-flight cap allows). Default 0. */
+  intervalMs?: number;
+  /** Connects in flight at most, across all processes (default 256, below a typical listen backlog of 511). */
+  inflight?: number;
+  /** Connections to open (default: one per URL). More than the URL count cycles through the URLs. */
+  maxConns?: number;
+  /** Connect + response head deadline, ms (default 10,000); then ETIMEDOUT. */
+  connectTimeoutMs?: number;
+  /** Reopen connections that fail or close, with exponential backoff and jitter (default false, as the seed). */
+  reconnect?: boolean;
+  /** First reconnect delay, ms (default 100); doubles per consecutive failure. */
+  reconnectBaseMs?: number;
+  /** Longest reconnect delay, ms (default 30,000). */
+  reconnectMaxMs?: number;
+  /** Stop by itself after this many ms (0 = run until stop(); default 0). */
+  durationMs?: number;
+  /** Worker processes (default: ceil(maxConns / 18,000)); 1 runs in this process. */
+  procs?: number;
+  /** How often onSample is called, ms (default 1000). */
+  sampleIntervalMs?: number;
+  /** https: skip certificate verification. */
+  insecure?: boolean;
+  /** Called with a sample every sampleIntervalMs. */
+  onSample?: (s: Sample) => void;
+  /** Extra node flags for worker processes (default: none). */
+  workerExecArgv?: readonly string[];
+}
+
+/** A running flood. */
+export interface FloodHandle {
+  /** Connections asked for. */
+  readonly asked: number;
+  /** Processes doing the work (1 = this process). */
+  readonly procs: number;
+  /** Totals and gauges now (across processes: the latest each worker reported). */
+  sample(): Sample;
+  /** The latency histogram so far, serialized (lib/histogram encodeHistogram form), for merging elsewhere. */
+  encodedHistogram(): string;
+  /** Stops: closes every connection, ends the workers, returns the summary. Idempotent. */
+  stop(): Promise<Summary>;
+  /** Resolves with the summary when the flood ends (duration elapsed or stop()). */
+  readonly done: Promise<Summary>;
+}
+
+/** An invalid option, naming it and what it accepts. */
+export class FloodOptionError extends RangeError {
+  readonly code = 'C1M_BAD_OPTION';
+  constructor(readonly option: string, message: string) {
+    super(`${option}: ${message}`);
+    this.name = 'FloodOptionError';
+  }
+}
+
+/** Default process count for `asked` connections. */
+export function defaultProcs(asked: number): number {
+  return Math.max(1, Math.ceil(asked / CONNS_PER_PROC));
+}
+
+interface Resolved {
+  urls: readonly string[];
+  intervalMs: number;
+  inflight: number;
+  maxConns: number;
+  connectTimeoutMs: number;
+  reconnect: boolean;
+  reconnectBaseMs: number;
+  reconnectMaxMs: number;
+  durationMs: number;
+  procs: number;
+  sampleIntervalMs: number;
+  insecure: boolean;
+  onSample: ((s: Sample) => void) | undefined;
+  workerExecArgv: readonly string[];
+}
+
+function check(option: string, v: number, min: number, max: number, integer = true): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+    throw new FloodOptionError(option, `${String(v)} is out of range (allowed: ${min} to ${max}${integer ? ', whole number' : ''})`);
+  }
+  return v;
+}
+
+function resolveOptions(o: FloodOptions): Resolved {
+  if (!Array.isArray(o.urls) || o.urls.length === 0) throw new FloodOptionError('urls', 'at least one URL is required');
+  const d = FLOOD_DEFAULTS;
+  const maxConns = check('maxConns', o.maxConns ?? o.urls.length, 1, 10_000_000);
+  const r: Resolved = {
+    urls: o.urls,
+    intervalMs: check('intervalMs', o.intervalMs ?? d.intervalMs, 0, 3_600_000, false),
+    inflight: check('inflight', o.inflight ?? d.inflight, 1, 100_000),
+    maxConns,
+    connectTimeoutMs: check('connectTimeoutMs', o.connectTimeoutMs ?? d.connectTimeoutMs, 1, 3_600_000),
+    reconnect: o.reconnect ?? d.reconnect,
+    reconnectBaseMs: check('reconnectBaseMs', o.reconnectBaseMs ?? d.reconnectBaseMs, 1, 3_600_000),
+    reconnectMaxMs: check('reconnectMaxMs', o.reconnectMaxMs ?? d.reconnectMaxMs, 1, 3_600_000),
+    durationMs: check('durationMs', o.durationMs ?? d.durationMs, 0, 365 * 86_400_000),
+    procs: check('procs', o.procs ?? defaultProcs(maxConns), 1, 256),
+    sampleIntervalMs: check('sampleIntervalMs', o.sampleIntervalMs ?? d.sampleIntervalMs, 10, 3_600_000),
+    insecure: o.insecure ?? d.insecure,
+    onSample: o.onSample,
+    workerExecArgv: o.workerExecArgv ?? [],
+  };
+  if (r.reconnectMaxMs < r.reconnectBaseMs) throw new FloodOptionError('reconnectMaxMs', `must be at least reconnectBaseMs (${r.reconnectBaseMs})`);
+  if (r.procs > r.maxConns) r.procs = r.maxConns;
+  return r;
+}
+
+/** Starts a flood. Rejects on invalid options or URLs (nothing is opened then). */
+export async function startFlood(options: FloodOptions): Promise<FloodHandle> {
+  const o = resolveOptions(options);
+  // Parse every URL before opening anything, so a bad line fails fast (also in the parent of a multi-process run).
+  const targets = parseTargets(o.urls);
+  return o.procs > 1 ? startForked(o) : startLocal(o, targets);
+}
+
+// Node's event-loop-delay monitor records the whole interval between its timer ticks, resolution included:
+// subtract the resolution so an idle loop reads ~0 ms.
+const LOOP_DELAY_RESOLUTION_MS = 10;
+
+function loopDelayOf(h: IntervalHistogram): LoopDelay {
+  if (h.count === 0) return { p50: 0, p99: 0, max: 0, mean: 0 };
+  const ms = (ns: number): number => Math.max(0, Math.round(ns / 1e4 - LOOP_DELAY_RESOLUTION_MS * 100) / 100);
+  return { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), mean: ms(h.mean) };
+}
+
+// ---- one process ----
+
+async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>): Promise<FloodHandle> {
+  await resolveEndpoints(targets);
+  const engine = new Engine({
+    targets,
+    intervalMs: o.intervalMs,
+    inflight: o.inflight,
+    maxConns: o.maxConns,
+    connectTimeoutMs: o.connectTimeoutMs,
+    reconnect: o.reconnect,
+    reconnectBaseMs: o.reconnectBaseMs,
+    reconnectMaxMs: o.reconnectMaxMs,
+    insecure: o.insecure,
+  });
+  const eld = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+  eld.enable();
+  let loopDelay: LoopDelay = { p50: 0, p99: 0, max: 0, mean: 0 };
+  let rssPeak = 0;
+  const startWall = Date.now();
+  const t0 = performance.now();
+
+  const sample = (): Sample => {
+    const rss = process.memoryUsage.rss();
+    if (rss > rssPeak) rssPeak = rss;
+    return {
+      type: 'sample',
+      t: Math.round(performance.now() - t0) / 1000,
+      ts: Date.now(),
+      asked: o.maxConns,
+      connected: engine.connected,
+      closed: engine.closed,
+      chunks: engine.chunks,
+      events: engine.events,
+      established: engine.established,
+      errors: { ...engine.errors },
+      inflight: engine.inflight,
+      latency: summarize(engine.histogram),
+      rss,
+      eventLoopDelayMs: loopDelay,
+      procs: 1,
+    };
+  };
+
+  let resolveDone!: (s: Summary) => void;
+  const done = new Promise<Summary>((r) => (resolveDone = r));
+  let stopping: Promise<Summary> | null = null;
+  let finalHistogram: string | null = null;
+  const tick = setInterval(() => {
+    loopDelay = loopDelayOf(eld);
+    eld.reset();
+    const s = sample();
+    o.onSample?.(s);
+  }, o.sampleIntervalMs);
+  const durationTimer = o.durationMs > 0 ? setTimeout(() => void stop('duration'), o.durationMs) : null;
+
+  const stop = (reason: Summary['reason']): Promise<Summary> => {
+    if (stopping !== null) return stopping;
+    clearInterval(tick);
+    if (durationTimer !== null) clearTimeout(durationTimer);
+    const last = sample();
+    const durationMs = Date.now() - startWall;
+    stopping = engine.stop().then(() => {
+      eld.disable();
+      const rampMs = engine.peak > 0 ? Math.max(1, Math.round(engine.peakAtMs - (engine.firstConnectAt - engine.t0))) : 0;
+      const errorsTotal = Object.values(last.errors).reduce((a, b) => a + b, 0);
+      const summary: Summary = {
+        type: 'summary',
+        reason,
+        asked: o.maxConns,
+        reached: engine.peak,
+        short: engine.peak < o.maxConns,
+        open: last.connected,
+        established: last.established,
+        closed: last.closed,
+        chunks: last.chunks,
+        events: last.events,
+        errors: last.errors,
+        errorsTotal,
+        rampMs,
+        connectsPerSec: rampMs > 0 ? Math.round((engine.peak * 1000) / rampMs) : 0,
+        durationMs,
+        latency: last.latency,
+        rssPeak,
+        procs: 1,
+      };
+      finalHistogram = encodeHistogram(engine.histogram);
+      engine.histogram.destroy();
+      resolveDone(summary);
+      return summary;
+    });
+    return stopping;
+  };
+
+  engine.start();
+  return {
+    asked: o.maxConns,
+    procs: 1,
+    sample,
+    encodedHistogram: () => finalHistogram ?? encodeHistogram(engine.histogram),
+    stop: () => stop('stop'),
+    done,
+  };
+}
+
+// ---- several processes ----
+
+/** Messages between the parent and a worker (worker.ts). */
+export type ToWorker = { type: 'start'; options: WorkerOptions } | { type: 'stop' };
+export type FromWorker =
+  | { type: 'started' }
+  | { type: 'sample'; sample: Sample; histogram: string }
+  | { type: 'final'; summary: Summary; sample: Sample; histogram: string }
+  | { type: 'error'; message: string };
+
+/** The serializable part of FloodOptions a worker gets. */
+export type WorkerOptions = Omit<Resolved, 'onSample' | 'procs' | 'durationMs' | 'workerExecArgv'>;
+
+interface WorkerState {
+  child: ChildProcess;
+  last: Sample | null;
+  histogram: string | null;
+  final: Summary | null;
+  exited: boolean;
+}
+
+async function startForked(o: Resolved): Promise<FloodHandle> {
+  const P = o.procs;
+  const workerUrl = new URL('./worker.js', import.meta.url);
+  const workers: WorkerState[] = [];
+  const startWall = Date.now();
+  const t0 = performance.now();
+  let peak = 0;
+  let rssPeak = 0;
+  let resolveDone!: (s: Summary) => void;
+  const done = new Promise<Summary>((r) => (resolveDone = r));
+  let stopping: Promise<Summary> | null = null;
+  let workerErrors: ErrorCounts = {};
+
+  const merged = (): Sample => {
+    const s: Sample = {
+      type: 'sample',
+      t: Math.round(performance.now() - t0) / 1000,
+      ts: Date.now(),
+      asked: o.maxConns,
+      connected: 0,
+      closed: 0,
+      chunks: 0,
+      events: 0,
+      established: 0,
+      errors: { ...workerErrors },
+      inflight: 0,
+      latency: { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 },
+      rss: process.memoryUsage.rss(),
+      eventLoopDelayMs: { p50: 0, p99: 0, max: 0, mean: 0 },
+      procs: P,
+    };
+    const h = createHistogram();
+    for (const w of workers) {
+      const x = w.last;
+      if (x === null) continue;
+      s.connected += x.connected;
+      s.closed += x.closed;
+      s.chunks += x.chunks;
+      s.events += x.events;
+      s.established += x.established;
+      s.inflight += x.inflight;
+      if (!w.exited) s.rss += x.rss;
+      addErrors(s.errors, x.errors);
+      const d = x.eventLoopDelayMs;
+      const m = s.eventLoopDelayMs;
+      m.p50 = Math.max(m.p50, d.p50);
+      m.p99 = Math.max(m.p99, d.p99);
+      m.max = Math.max(m.max, d.max);
+      m.mean = Math.max(m.mean, d.mean);
+      if (w.histogram !== null) mergeEncoded(h, w.histogram);
+    }
+    s.latency = summarize(h);
+    h.destroy();
+    if (s.connected > peak) peak = s.connected;
+    if (s.rss > rssPeak) rssPeak = s.rss;
+    return s;
+  };
+
+  const mergedHistogram = (): string => {
+    const h = createHistogram();
+    for (const w of workers) if (w.histogram !== null) mergeEncoded(h, w.histogram);
+    const enc = encodeHistogram(h);
+    h.destroy();
+    return enc;
+  };
+
+  // Slot i (0-based) of the whole run goes to worker i mod P, so every worker ramps through the file in order and
+  // the global order of connects is kept; each worker paces at P × intervalMs.
+  const started: Promise<void>[] = [];
+  for (let k = 0; k < P; k++) {
+    const urls: string[] = [];
+    for (let i = k; i < o.maxConns; i += P) urls.push(o.urls[i % o.urls.length]!);
+    const child = fork(workerUrl, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [...o.workerExecArgv] });
+    const w: WorkerState = { child, last: null, histogram: null, final: null, exited: false };
+    workers.push(w);
+    const opts: WorkerOptions = {
+      urls,
+      intervalMs: o.intervalMs * P,
+      inflight: Math.max(1, Math.floor(o.inflight / P)),
+      maxConns: urls.length,
+      connectTimeoutMs: o.connectTimeoutMs,
+      reconnect: o.reconnect,
+      reconnectBaseMs: o.reconnectBaseMs,
+      reconnectMaxMs: o.reconnectMaxMs,
+      sampleIntervalMs: Math.max(10, Math.floor(o.sampleIntervalMs / 4)),
+      insecure: o.insecure,
+    };
+    started.push(
+      new Promise<void>((resolve, reject) => {
+        child.on('message', (m: FromWorker) => {
+          if (m.type === 'started') resolve();
+          else if (m.type === 'sample') {
+            w.last = m.sample;
+            w.histogram = m.histogram;
+            let open = 0;
+            for (const x of workers) open += x.last?.connected ?? 0;
+            if (open > peak) peak = open;
+          } else if (m.type === 'final') {
+            w.last = m.sample;
+            w.histogram = m.histogram;
+            w.final = m.summary;
+          } else if (m.type === 'error') reject(new Error(`worker ${k}: ${m.message}`));
+        });
+        child.once('exit', (code, signal) => {
+          w.exited = true;
+          if (w.final === null && stopping === null) {
+            workerErrors = { ...workerErrors, WORKER_EXIT: (workerErrors.WORKER_EXIT ?? 0) + 1 };
+          }
+          reject(new Error(`worker ${k} exited (${signal ?? code}) before starting`));
+        });
+        child.send({ type: 'start', options: opts } satisfies ToWorker);
+      }),
+    );
+  }
+  try {
+    await Promise.all(started);
+  } catch (err) {
+    for (const w of workers) if (!w.exited) w.child.kill('SIGKILL');
+    throw err;
+  }
+
+  const tick = setInterval(() => o.onSample?.(merged()), o.sampleIntervalMs);
+  const durationTimer = o.durationMs > 0 ? setTimeout(() => void stop('duration'), o.durationMs) : null;
+
+  const stop = (reason: Summary['reason']): Promise<Summary> => {
+    if (stopping !== null) return stopping;
+    clearInterval(tick);
+    if (durationTimer !== null) clearTimeout(durationTimer);
+    const durationMs = Date.now() - startWall;
+    stopping = (async () => {
+      const pending = workers.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.exited) return resolve();
+            // A worker that does not finish in time is killed (by its PID, via the handle): its counts stay at the
+            // last sample it sent.
+            const kill = setTimeout(() => w.child.kill('SIGKILL'), 15_000);
+            w.child.once('exit', () => {
+              clearTimeout(kill);
+              resolve();
+            });
+            try {
+              w.child.send({ type: 'stop' } satisfies ToWorker);
+            } catch {
+              w.child.kill('SIGKILL');
+            }
+          }),
+      );
+      await Promise.all(pending);
+      const last = merged();
+      const finals = workers.map((w) => w.final).filter((f): f is Summary => f !== null);
+      // Workers' peaks happen at about the same time (they ramp in parallel); the sum of the open counts at the last
+      // samples and at stop bounds it from below, the sum of the worker peaks from above.
+      const sumPeaks = finals.reduce((a, f) => a + f.reached, 0) + workers.filter((w) => w.final === null).reduce((a, w) => a + (w.last?.connected ?? 0), 0);
+      const reached = Math.min(sumPeaks, Math.max(peak, last.connected));
+      const rampMs = finals.reduce((a, f) => Math.max(a, f.rampMs), 0);
+      const errorsTotal = Object.values(last.errors).reduce((a, b) => a + b, 0);
+      const summary: Summary = {
+        type: 'summary',
+        reason,
+        asked: o.maxConns,
+        reached,
+        short: reached < o.maxConns,
+        open: last.connected,
+        established: last.established,
+        closed: last.closed,
+        chunks: last.chunks,
+        events: last.events,
+        errors: last.errors,
+        errorsTotal,
+        rampMs,
+        connectsPerSec: rampMs > 0 ? Math.round((reached * 1000) / rampMs) : 0,
+        durationMs,
+        latency: last.latency,
+        rssPeak: Math.max(rssPeak, finals.reduce((a, f) => a + f.rssPeak, 0)),
+        procs: P,
+      };
+      resolveDone(summary);
+      return summary;
+    })();
+    return stopping;
+  };
+
+  return {
+    asked: o.maxConns,
+    procs: P,
+    sample: merged,
+    encodedHistogram: mergedHistogram,
+    stop: () => stop('stop'),
+    done,
+  };
+}
