@@ -1,7 +1,13 @@
 #!/usr/bin/env node
 // c1m: the one-command benchmark. Subcommands: preflight, bench, compare.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { FlagError, parseHostList, parseIntFlag, parsePortList } from '../lib/flags.js';
+import { FlagError, formatDuration, parseHostList, parseIntFlag, parsePortList } from '../lib/flags.js';
+import { onInterrupt } from '../lib/signals.js';
+import { startBench } from './run.js';
+import { BENCH_HELP, benchOptions } from './options.js';
+import { compareRuns, formatCompare } from './compare.js';
 import { checkPreflight, formatReport, type Topology } from './preflight.js';
 import { readSnapshot } from './procfs.js';
 import { defaultClientProcs } from './topology.js';
@@ -77,11 +83,58 @@ export function jsonReplacer(_k: string, v: unknown): unknown {
   return v === Infinity ? 'unlimited' : v;
 }
 
+async function benchCmd(argv: string[]): Promise<number> {
+  const log = (l: string): void => void process.stderr.write(l + '\n');
+  const o = benchOptions(argv, log);
+  if (o === 'help') {
+    process.stdout.write(BENCH_HELP);
+    return 0;
+  }
+  log(`c1m bench: ${o.conns} connections, ${o.procs} × ${o.rate} msg/s for ${formatDuration(o.durationMs)} → ${o.out}`);
+  const handle = startBench(o);
+  const off = onInterrupt(() => void handle.stop('stopped by Ctrl-C'), log);
+  try {
+    const r = await handle.done;
+    process.stdout.write(readFileSync(join(r.out, 'summary.md'), 'utf8'));
+    log(`run folder: ${r.out} (${r.files.join(', ')})`);
+    return r.summary.verdict.valid ? 0 : 1;
+  } finally {
+    off();
+  }
+}
+
+async function compareCmd(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: { json: { type: 'boolean', default: false }, out: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
+  });
+  if (values.help) {
+    process.stdout.write(COMPARE_HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) throw new UsageError(`compare: expected two run folders, got ${positionals.length} (c1m compare runs/a runs/b)`);
+  const c = await compareRuns(positionals[0]!, positionals[1]!, { chartOut: values.out });
+  process.stdout.write(values.json ? JSON.stringify(c, null, 2) + '\n' : formatCompare(c));
+  return 0;
+}
+
+const COMPARE_HELP = `c1m compare <run-a> <run-b> [--json] [--out FILE.svg|FILE.png]
+
+Prints the two runs' summaries side by side with the ratio b / a, and writes an overlay chart of both runs'
+server memory against minutes (default: compare-<a>-vs-<b>.svg and .png in the current folder's runs/).
+`;
+
 async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'preflight':
       return preflightCmd(rest);
+    case 'bench':
+      return benchCmd(rest);
+    case 'compare':
+      return compareCmd(rest);
     case undefined:
     case '--help':
     case '-h':
