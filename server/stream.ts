@@ -340,8 +340,10 @@ export class StreamServer {
         prefixes.push(prefix);
         total += prefix.length + bodyLen;
       }
-      if (socket.writableLength + total > cap) {
-        // A slow consumer: its unsent output would pass the cap. Cut it so memory stays bounded.
+      if (socket.writableLength > cap) {
+        // A slow consumer: output it has not taken yet passed the cap. Cut it, so memory per connection stays
+        // bounded by the cap plus one tick's batch. (The check is on the backlog, not backlog + batch, so that a
+        // single message as large as the cap still reaches a consumer that keeps up.)
         this.c.slowDrops++;
         this.c.chunksDropped += count;
         socket.destroy();
@@ -382,7 +384,7 @@ export class StreamServer {
     for (const conn of this.live) {
       if (conn.kind !== K_SSE) continue;
       const socket = conn.socket;
-      if (socket.writableLength + SSE_HEARTBEAT.length > cap) {
+      if (socket.writableLength > cap) {
         this.c.slowDrops++;
         socket.destroy();
         continue;
