@@ -94,7 +94,9 @@ async function main(): Promise<void> {
     parsed = parse(process.argv.slice(2));
   } catch (err) {
     // parseArgs errors (unknown flag, missing value) and FlagError both name the flag.
-    process.stderr.write(`comet-server: ${err instanceof Error ? err.message : String(err)} (see --help)\n`);
+    // Node's parseArgs messages run over several lines; the first one names the flag and the problem.
+    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    process.stderr.write(`comet-server: ${message} (see --help)\n`);
     process.exit(2);
   }
   if (parsed === 'help') {
