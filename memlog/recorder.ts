@@ -30,6 +30,8 @@ export interface RecorderOptions {
   tree?: boolean;
   /** A file path to append to, '-' for stdout, a writable stream, or null to keep rows in memory only. */
   out?: string | Writable | null;
+  /** Also copy everything written (header, comments, rows) to this stream, like `tee` copies to stdout. */
+  echo?: Writable;
   /** Called with every row after it is written. */
   onRow?: (row: LogRow) => void;
   /** Progress and notices (default: none). */
@@ -125,6 +127,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   const write = (text: string): void => {
     if (fd >= 0) writeSync(fd, text);
     else stream?.write(text);
+    options.echo?.write(text);
   };
   if (needHeader) write(headerLine());
   const cmd = readCmdline(pid).slice(0, 200);
