@@ -1,19 +1,20 @@
 // Charts of a run: memory/connections/KB-per-connection through memlog's plot, plus the charts only bench can
 // draw (delivery latency percentiles over time; two runs' memory overlaid), in the same style: vega-lite compiled
 // and rendered headless to SVG, and @resvg/resvg-js for the PNG.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
+import { PLOT_LIMITS, plotLog, svgToPng } from '../memlog/plot.js';
+import { parseLog } from '../memlog/row.js';
 import type { MemSample, Phases } from './summary.js';
 
-/** Image size and look shared by every bench chart. */
+/** Image size and look: memlog's, so a run's charts match its memory chart. */
 export const CHART_STYLE = {
-  width: 720,
-  height: 260,
-  pngWidth: 1440,
-  font: 'DejaVu Sans, Helvetica, Arial, sans-serif',
+  width: PLOT_LIMITS.width - 90,
+  height: PLOT_LIMITS.memoryHeight,
+  smallHeight: PLOT_LIMITS.smallPanelHeight,
+  font: PLOT_LIMITS.font,
 } as const;
 
 /** Most points drawn per series; longer series are downsampled by keeping every k-th point and the last. */
@@ -39,13 +40,6 @@ export async function toSvg(spec: vl.TopLevelSpec): Promise<string> {
   }
 }
 
-/** SVG text to PNG bytes at CHART_STYLE.pngWidth. */
-export function svgToPng(svg: string): Buffer {
-  return new Resvg(svg, { fitTo: { mode: 'width', value: CHART_STYLE.pngWidth }, font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, background: 'white' })
-    .render()
-    .asPng();
-}
-
 /** Writes `<base>.svg` and `<base>.png` into `dir`; returns the two file names. */
 export async function writeChart(dir: string, base: string, spec: vl.TopLevelSpec): Promise<string[]> {
   const svg = await toSvg(spec);
@@ -56,12 +50,11 @@ export async function writeChart(dir: string, base: string, spec: vl.TopLevelSpe
 
 const config = {
   font: CHART_STYLE.font,
-  background: 'white',
-  view: { stroke: '#ddd' },
-  axis: { gridColor: '#eee', labelFontSize: 11, titleFontSize: 12 },
-  title: { fontSize: 14, anchor: 'start' as const },
-  legend: { orient: 'top' as const, labelFontSize: 11 },
+  view: { stroke: '#ccc' },
+  axis: { labelFontSize: 11, titleFontSize: 12, gridColor: '#e6e6e6' },
+  legend: { labelFontSize: 11, titleFontSize: 11, orient: 'top' as const, direction: 'horizontal' as const, padding: 2, offset: 4, symbolType: 'stroke', symbolStrokeWidth: 2.5 },
 };
+const titleStyle = { anchor: 'start' as const, fontSize: 16, subtitleFontSize: 11, subtitleColor: '#555' };
 
 /** One point of the latency chart. */
 interface LatPoint {
@@ -89,9 +82,11 @@ export function latencySpec(floodSamples: readonly Record<string, unknown>[], ms
   if (pts.length === 0) return undefined;
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: title, subtitle: 'delivery latency, msggen scheduled send → floodtest arrival (cumulative percentiles)' },
+    title: { text: title, subtitle: 'delivery latency, msggen scheduled send → floodtest arrival (cumulative percentiles since the start)', ...titleStyle },
     width: CHART_STYLE.width,
     height: CHART_STYLE.height,
+    background: 'white',
+    padding: 12,
     config,
     data: { values: pts },
     mark: { type: 'line', strokeWidth: 1.5 },
@@ -117,43 +112,28 @@ export function overlaySpec(runs: readonly { name: string; mem: readonly MemSamp
   };
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: title },
+    title: { text: title, ...titleStyle },
+    background: 'white',
+    padding: 12,
     config,
     data: { values: pts },
     vconcat: [
       { ...base, encoding: { x: { field: 'minutes', type: 'quantitative', title: 'minutes elapsed' }, y: { field: 'mb', type: 'quantitative', title: 'server RSS (MB)' }, color: { field: 'run', type: 'nominal', title: null } } },
-      { ...base, height: 140, encoding: { x: { field: 'minutes', type: 'quantitative', title: 'minutes elapsed' }, y: { field: 'conns', type: 'quantitative', title: 'connections' }, color: { field: 'run', type: 'nominal', title: null } } },
-    ],
-  };
-}
-
-/** Memory (MB), connections and KB per connection against minutes, for runs whose memlog cannot plot. */
-export function memorySpec(mem: readonly MemSample[], title: string): vl.TopLevelSpec | undefined {
-  if (mem.length === 0) return undefined;
-  const t0 = mem[0]!.unix;
-  const pts = downsample(mem).map((m) => {
-    const rss = m.treeRssKB ?? m.rssKB;
-    return { minutes: Math.round(((m.unix - t0) / 60) * 1000) / 1000, mb: Math.round((rss / 1024) * 10) / 10, conns: m.conns, kbPerConn: m.conns > 0 ? Math.round((rss / m.conns) * 100) / 100 : null };
-  });
-  const x = { field: 'minutes', type: 'quantitative' as const, title: 'minutes elapsed' };
-  return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: title },
-    config,
-    data: { values: pts },
-    vconcat: [
-      { width: CHART_STYLE.width, height: CHART_STYLE.height, mark: { type: 'line', strokeWidth: 1.5 }, encoding: { x, y: { field: 'mb', type: 'quantitative', title: 'server RSS (MB)' } } },
-      { width: CHART_STYLE.width, height: 120, mark: { type: 'line', strokeWidth: 1.5, color: '#e45756' }, encoding: { x, y: { field: 'conns', type: 'quantitative', title: 'connections' } } },
-      { width: CHART_STYLE.width, height: 120, mark: { type: 'line', strokeWidth: 1.5, color: '#54a24b' }, transform: [{ filter: 'datum.kbPerConn != null && datum.conns >= 100' }], encoding: { x, y: { field: 'kbPerConn', type: 'quantitative', title: 'KB per connection' } } },
+      { ...base, height: CHART_STYLE.smallHeight, encoding: { x: { field: 'minutes', type: 'quantitative', title: 'minutes elapsed' }, y: { field: 'conns', type: 'quantitative', title: 'connections' }, color: { field: 'run', type: 'nominal', title: null } } },
     ],
   };
 }
 
 /** Writes every chart of a run folder; returns the file names written. */
-export async function writeRunCharts(dir: string, mem: readonly MemSample[], floodSamples: readonly Record<string, unknown>[], phases: Phases, title: string): Promise<string[]> {
+export async function writeRunCharts(dir: string, floodSamples: readonly Record<string, unknown>[], phases: Phases, title: string): Promise<string[]> {
   const files: string[] = [];
-  const m = memorySpec(mem, title);
-  if (m) files.push(...(await writeChart(dir, 'mem', m)));
+  const memPath = join(dir, 'mem.tsv');
+  const rows = existsSync(memPath) ? parseLog(readFileSync(memPath, 'utf8')) : [];
+  if (rows.length > 0) {
+    // memlog's own chart: memory (RSS, PSS, tree sums), connections, KB per connection (total and marginal).
+    await plotLog(rows, { out: join(dir, 'mem.png'), svg: true, subtitle: title });
+    files.push('mem.svg', 'mem.png');
+  }
   const l = latencySpec(floodSamples, phases.msgStart, title);
   if (l) files.push(...(await writeChart(dir, 'latency', l)));
   return files;

@@ -100,6 +100,11 @@ export class CpuMeter {
     if (this.last) this.marks.set(name, { ...this.last });
   }
 
+  /** Marks a process started now: all of its CPU time so far belongs after this mark. */
+  markStart(name: string, nowMs = Date.now()): void {
+    this.marks.set(name, { t: nowMs, cpu: 0 });
+  }
+
   /** Average % of one core between two marks, or undefined if either is missing. */
   between(a: string, b: string): number | undefined {
     const x = this.marks.get(a);

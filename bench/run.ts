@@ -351,7 +351,10 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
         else if (r.type === 'sample') msggenSamples.push(r);
       },
     });
-    meters.set('msggen', new CpuMeter('msggen', msggen.pid));
+    const msggenMeter = new CpuMeter('msggen', msggen.pid);
+    msggenMeter.markStart('msgStart');
+    msggenMeter.sample();
+    meters.set('msggen', msggenMeter);
     const msgExit = await guard(Promise.race([msggen.exited, delay(o.durationMs + 30_000, 'timeout' as const)]), [server, memlog, flood]);
     if (msgExit === 'timeout') incidents.push('msggen did not finish within its duration + 30 s');
     else if (msgExit !== 0) incidents.push(`msggen exited with ${msgExit}: ${msggen.stderrTail().slice(-2).join(' | ')}`);
@@ -456,7 +459,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   writeFileSync(file('summary.md'), formatSummaryMd(summary, title, context));
   const files = ['manifest.json', 'summary.json', 'summary.md', 'mem.tsv', 'flood.ndjson', 'msggen.ndjson', 'stats.ndjson'];
   try {
-    files.push(...(await writeRunCharts(out, mem, floodSamples.map((r) => r.raw), phases, title)));
+    files.push(...(await writeRunCharts(out, floodSamples.map((r) => r.raw), phases, title)));
   } catch (err) {
     o.log(`charts: ${err instanceof Error ? err.message : String(err)}`);
   }

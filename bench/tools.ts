@@ -27,7 +27,7 @@ export function parseReadyLine(line: string): { port: number; controlPort: numbe
 
 /** memlog recorder on a pid, 1 s samples, into `out`. */
 export function memlogArgs(pid: number, ports: number[], out: string, intervalMs: number): string[] {
-  return [cli('memlog'), 'record', '--pid', String(pid), '--port', ports.join(','), '--interval', `${intervalMs}ms`, '-o', out];
+  return [cli('memlog'), 'record', '--pid', String(pid), '--port', ports.join(','), '--interval', `${intervalMs}ms`, '-o', out, '--quiet'];
 }
 
 /** floodtest on a URL file, NDJSON samples on stdout. */

@@ -1,0 +1,137 @@
+// End to end: a small real bench (reference server, memlog, floodtest and msggen as child processes) must produce
+// every file of the run folder with counts that agree. Also the pure parts it relies on (URLs, flag → options).
+import { strict as assert } from 'node:assert';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parseLog } from '../memlog/row.js';
+import { benchOptions, PRESETS } from './options.js';
+import { buildUrls, startBench, type BenchHandle } from './run.js';
+import type { Summary } from './summary.js';
+
+describe('buildUrls', () => {
+  it('spreads ids 1..n round-robin over hosts, then ports', () => {
+    assert.equal(buildUrls('http://{host}:{port}/test/{id}', 5, ['127.0.0.1', '127.0.0.2'], [8000, 8001]),
+      'http://127.0.0.1:8000/test/1\nhttp://127.0.0.2:8000/test/2\nhttp://127.0.0.1:8001/test/3\nhttp://127.0.0.2:8001/test/4\nhttp://127.0.0.1:8000/test/5\n');
+    assert.equal(buildUrls('http://127.0.0.1:8080/sub/{id}', 2, ['x'], [1]), 'http://127.0.0.1:8080/sub/1\nhttp://127.0.0.1:8080/sub/2\n');
+  });
+});
+
+describe('bench flags', () => {
+  const quiet = (): void => {};
+  it('defaults are the seed\'s C10K work, short: 10,000 connections, 100 × 10 msg/s, 2 minutes', () => {
+    const o = benchOptions([], quiet);
+    assert.ok(o !== 'help');
+    assert.equal(o.conns, 10_000);
+    assert.equal(o.procs * o.rate, 1000);
+    assert.equal(o.durationMs, 120_000);
+    assert.deepEqual(o.destHosts, ['127.0.0.1']);
+    assert.match(o.out, /^runs\/bench-\d{8}-\d{6}$/);
+  });
+  it('presets, and explicit flags over them', () => {
+    const c10k = benchOptions(['--preset', 'c10k'], quiet);
+    assert.ok(c10k !== 'help');
+    assert.equal(c10k.durationMs, PRESETS.c10k.durationMs);
+    assert.equal(c10k.procs, 100);
+    assert.equal(c10k.rate, 10);
+    const soak = benchOptions(['--preset', 'soak', '--duration', '30m', '--conns', '2000'], quiet);
+    assert.ok(soak !== 'help');
+    assert.equal(soak.durationMs, 1_800_000);
+    assert.equal(soak.conns, 2000);
+    const big = benchOptions(['--preset', 'c100k'], quiet);
+    assert.ok(big !== 'help');
+    assert.equal(big.destHosts.length, 8);
+  });
+  it('--msg-rate splits into workers; --procs with --msg-rate sets the per-worker rate', () => {
+    const a = benchOptions(['--msg-rate', '50'], quiet);
+    assert.ok(a !== 'help');
+    assert.deepEqual([a.procs, a.rate], [50, 1]);
+    const b = benchOptions(['--msg-rate', '2000', '--procs', '40'], quiet);
+    assert.ok(b !== 'help');
+    assert.deepEqual([b.procs, b.rate], [40, 50]);
+  });
+  it('bad flags name the flag and what is allowed', () => {
+    assert.throws(() => benchOptions(['--conns', '0'], quiet), /--conns: 0 is out of range \(allowed: 1 to 1000000\)/);
+    assert.throws(() => benchOptions(['--preset', 'c1m'], quiet), /--preset: 'c1m' is not one of c10k, c100k, soak/);
+    assert.throws(() => benchOptions(['--msg-rate', '100', '--procs', '10', '--rate', '5'], quiet), /--msg-rate: 100 disagrees/);
+    assert.throws(() => benchOptions(['--server-cmd', 'nginx'], quiet), /--url-template: is required/);
+    assert.throws(() => benchOptions(['--publish-template', 'http://h:1/pub?id={id}'], quiet), /--publish-template: .* POST <origin>\/send\/\{id\} only/);
+  });
+});
+
+describe('c1m bench end to end', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'c1m-bench-'));
+  let handle: BenchHandle | undefined;
+  after(async () => {
+    await handle?.stop('test cleanup').catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('300 connections, 100 msg/s for 2 s: every file, and the counts agree', { timeout: 60_000 }, async () => {
+    const lines: string[] = [];
+    handle = startBench({
+      conns: 300,
+      connectRate: 1000,
+      procs: 10,
+      rate: 10,
+      durationMs: 2000,
+      out: dir,
+      destHosts: ['127.0.0.1'],
+      settleMs: 500,
+      idleMs: 300,
+      drainTimeoutMs: 5000,
+      memIntervalMs: 250,
+      serverFlags: [],
+      floodtestFlags: [],
+      msggenFlags: [],
+      preflightStops: true,
+      argv: ['test'],
+      log: (l) => lines.push(l),
+    });
+    const r = await handle.done;
+    const s: Summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+    for (const f of ['manifest.json', 'summary.json', 'summary.md', 'mem.tsv', 'flood.ndjson', 'msggen.ndjson', 'stats.ndjson', 'mem.svg', 'mem.png', 'latency.svg', 'latency.png']) {
+      assert.ok(existsSync(join(dir, f)), `${f} written`);
+      assert.ok(r.files.includes(f), `${f} listed`);
+    }
+    assert.deepEqual(s.incidents, [], lines.join('\n'));
+    // Connections: all asked were reached and held.
+    assert.equal(s.conns.reached, 300);
+    assert.equal(s.conns.closed, 0);
+    // sent = acked = accepted by the server; every accepted message reached its (connected) id.
+    const m = s.messages;
+    assert.ok(m.sent !== null && m.sent >= 150, `sent ${m.sent}`);
+    assert.equal(m.acked, m.sent);
+    assert.equal(m.accepted, m.sent);
+    assert.equal(m.delivered, m.sent);
+    assert.equal(m.toNobody, 0);
+    // Chunks written by the server = chunks counted by floodtest = deliveries reported in the acks.
+    assert.equal(m.chunksOut, m.chunksReceived);
+    assert.equal(m.deliveredAcked, m.chunksOut);
+    assert.ok(s.latency && s.latency.count === m.chunksReceived, 'every chunk carried a latency marker');
+    // Memory figures come from memlog's samples of the server.
+    const mem = parseLog(readFileSync(join(dir, 'mem.tsv'), 'utf8'));
+    assert.ok(mem.length >= 4, `${mem.length} memlog rows`);
+    assert.ok(mem.some((row) => row.conns === 300), 'memlog saw the 300 connections');
+    assert.ok(s.memory.plateauRssKB! > s.memory.idleRssKB! * 0.9);
+    assert.equal(s.memory.connsAtPlateau, 300);
+    assert.ok(s.cpu.server !== undefined && s.cpu.floodtest !== undefined && s.cpu.msggen !== undefined);
+    // The NDJSON logs are the tools' records; stats.ndjson has a snapshot per second with the phase.
+    const flood = readFileSync(join(dir, 'flood.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; chunks: number });
+    assert.equal(flood[flood.length - 1]!.type, 'summary');
+    assert.equal(flood[flood.length - 1]!.chunks, m.chunksReceived);
+    const gen = readFileSync(join(dir, 'msggen.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; sent: number });
+    assert.equal(gen[gen.length - 1]!.type, 'summary');
+    assert.equal(gen[gen.length - 1]!.sent, m.sent);
+    const stats = readFileSync(join(dir, 'stats.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { phase: string; connections: number });
+    assert.ok(stats.some((x) => x.phase === 'messages' && x.connections === 300));
+    const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { machine: { node: string; cpus: number }; preflight: { snapshot: { portRange: number[] } }; phases: Record<string, string | null> };
+    assert.equal(manifest.machine.node, process.version);
+    assert.ok(manifest.preflight.snapshot.portRange.length === 2);
+    assert.ok(manifest.phases.msgStart && manifest.phases.end);
+    assert.match(readFileSync(join(dir, 'summary.md'), 'utf8'), /\*\*VERDICT: /);
+    // One progress line per second, each naming its phase.
+    assert.ok(lines.some((l) => /^\[messages\] t=\d+s conns 300\/300/.test(l)), lines.join('\n'));
+  });
+});
