@@ -20,7 +20,7 @@ Usage: msggen [--procs 10] [--rate 10] [--num 1000000] [--max 10000] [--target h
   --max N           ids are drawn from 1..N                                    default 10000 (1..${RANGES.max[1]})
   --duration D      stop after D (500ms, 30s, 10m, 1h)                         default none
   --target URL      control API origin                                         default http://127.0.0.1:8001
-  --token T         send 'Authorization: Bearer T'                             default none
+  --token T         send 'Authorization: Bearer T'                             default env C1M_TOKEN, else none
   --dist D          id distribution: uniform or zipf (P(k) ∝ 1/k^s)            default uniform
   --zipf-s S        zipf exponent s                                            default 1     (${RANGES.zipfExponent[0]}..${RANGES.zipfExponent[1]})
   --seed N          seed for the id streams (each worker derives its own)      default random (printed in the summary)
@@ -88,7 +88,8 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
   o.max = int('--max', values.max, RANGES.max);
   if (values.duration !== undefined) o.durationMs = parseDuration('--duration', values.duration, 1);
   if (values.target !== undefined) o.target = values.target;
-  if (values.token !== undefined) o.token = values.token;
+  const token = values.token ?? process.env.C1M_TOKEN;
+  if (token !== undefined && token !== '') o.token = token;
   if (values.dist !== undefined) o.dist = parseChoice('--dist', values.dist, DISTRIBUTIONS);
   if (values['zipf-s'] !== undefined) o.zipfExponent = parseNumberFlag('--zipf-s', values['zipf-s'], RANGES.zipfExponent[0], RANGES.zipfExponent[1]);
   o.seed = int('--seed', values.seed, RANGES.seed);

@@ -193,10 +193,18 @@ export class Engine {
       void this.finish(Number.isFinite(this.cfg.durationMs) ? 'duration' : 'num');
       return;
     }
-    if (Number.isFinite(this.cfg.durationMs)) {
-      this.durationTimer = setTimeout(() => void this.finish('duration'), Math.max(0, this.cfg.durationMs - this.elapsedMs()));
-    }
+    if (Number.isFinite(this.cfg.durationMs)) this.armDuration();
     this.pump();
+  }
+
+  /** Ends the run at durationMs; node's timers may fire up to a millisecond early, so re-arm until it is really over. */
+  private armDuration(): void {
+    const left = this.cfg.durationMs - this.elapsedMs();
+    if (left <= 0) {
+      void this.finish('duration');
+      return;
+    }
+    this.durationTimer = setTimeout(() => this.armDuration(), Math.ceil(left));
   }
 
   /** Stops issuing sends, lets in-flight requests finish (up to drainMs), and returns the totals. */

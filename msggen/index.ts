@@ -106,6 +106,8 @@ export interface Summary extends Counters {
   latency: LatencySummary;
   /** Per request, µs from issue to response (service time; no coordinated-omission correction). */
   requestLatency: LatencySummary;
+  /** CPU seconds this process (all its threads) used during the run: the generator's own cost. */
+  cpu: { user: number; system: number };
 }
 
 /** A running msggen. */
@@ -341,6 +343,7 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
 
   let startEpochMs = 0;
   let startPerf = 0;
+  let startCpu: NodeJS.CpuUsage | undefined;
   let lastSampleAt = 0;
   let sampleTimer: NodeJS.Timeout | undefined;
   let sampling: Promise<void> = Promise.resolve();
@@ -372,6 +375,7 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
     await Promise.all(engines.map((e) => e.ready));
     startEpochMs = performance.timeOrigin + performance.now();
     startPerf = performance.now();
+    startCpu = process.cpuUsage();
     for (const e of engines) e.start(startEpochMs);
     if (stopRequested) for (const e of engines) e.stop();
     sampleTimer = setInterval(() => {
@@ -391,7 +395,7 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
     await sampling;
     // The last partial interval, so the samples add up to the summary.
     await takeSample();
-    return buildSummary(o, finals, startEpochMs, elapsedSec());
+    return buildSummary(o, finals, startEpochMs, elapsedSec(), process.cpuUsage(startCpu));
   })();
   done.catch(() => {});
 
@@ -410,7 +414,7 @@ function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
-function buildSummary(o: Resolved, finals: EngineFinal[], startEpochMs: number, elapsed: number): Summary {
+function buildSummary(o: Resolved, finals: EngineFinal[], startEpochMs: number, elapsed: number, cpu: NodeJS.CpuUsage): Summary {
   const c = emptyCounters();
   const lat = createHistogram();
   const req = createHistogram();
@@ -454,6 +458,7 @@ function buildSummary(o: Resolved, finals: EngineFinal[], startEpochMs: number, 
     ackedRate: sendWindow > 0 ? round3(c.acked / sendWindow) : 0,
     latency: summarize(lat),
     requestLatency: summarize(req),
+    cpu: { user: round3(cpu.user / 1e6), system: round3(cpu.system / 1e6) },
   };
   lat.destroy();
   req.destroy();

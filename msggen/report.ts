@@ -36,5 +36,6 @@ export function formatSummary(s: Summary): string {
     `  requests    ${s.requests}  errors ${formatErrors(s.errors)}`,
     `  latency     from scheduled time: p50 ${formatMicros(l.p50)} p90 ${formatMicros(l.p90)} p99 ${formatMicros(l.p99)} p99.9 ${formatMicros(l.p999)} max ${formatMicros(l.max)}`,
     `  request     from issue: p50 ${formatMicros(r.p50)} p99 ${formatMicros(r.p99)} max ${formatMicros(r.max)}`,
+    `  cpu         msggen used ${s.cpu.user}s user + ${s.cpu.system}s system`,
   ].join('\n');
 }
