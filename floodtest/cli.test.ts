@@ -1,0 +1,201 @@
+// The floodtest CLI as a user runs it: a child process, its stdout/stderr, signals and exit codes.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { startCometServer, type CometServer } from '../server/index.js';
+import { decodeRecord, type Sample, type Summary } from './sample.js';
+
+const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'floodtest-cli-'));
+const servers: CometServer[] = [];
+const children: ChildProcess[] = [];
+after(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await Promise.all(servers.map((s) => s.stop()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  child: ChildProcess;
+  stdout: string[];
+  stderr: string[];
+  exit: Promise<number | null>;
+  /** Resolves with the first stdout line matching `re` (rejects after `ms`). */
+  line(re: RegExp, ms?: number): Promise<string>;
+}
+
+function cli(args: string[], input?: string): Run {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  const split = (into: string[], onLine?: (l: string) => void) => {
+    let rest = '';
+    return (buf: Buffer) => {
+      const parts = (rest + buf.toString('utf8')).split('\n');
+      rest = parts.pop()!;
+      for (const l of parts) {
+        into.push(l);
+        onLine?.(l);
+      }
+    };
+  };
+  child.stdout!.on(
+    'data',
+    split(stdout, (l) => {
+      for (const w of waiters.splice(0)) {
+        if (w.re.test(l)) w.resolve(l);
+        else waiters.push(w);
+      }
+    }),
+  );
+  child.stderr!.on('data', split(stderr));
+  if (input !== undefined) child.stdin!.end(input);
+  else child.stdin!.end();
+  const exit = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const line = (re: RegExp, ms = 10_000): Promise<string> => {
+    const hit = stdout.find((l) => re.test(l));
+    if (hit !== undefined) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no stdout line matching ${re} in ${ms} ms; stdout: ${stdout.slice(-5).join(' | ')}; stderr: ${stderr.join(' | ')}`)), ms);
+      waiters.push({
+        re,
+        resolve: (l) => {
+          clearTimeout(timer);
+          resolve(l);
+        },
+      });
+    });
+  };
+  return { child, stdout, stderr, exit, line };
+}
+
+async function comet(): Promise<CometServer> {
+  const s = await startCometServer({ host: '127.0.0.1', port: 0, controlPort: 0 });
+  servers.push(s);
+  return s;
+}
+
+test('--help prints usage and exits 0', async () => {
+  const r = cli(['--help']);
+  assert.equal(await r.exit, 0);
+  assert.match(r.stdout.join('\n'), /floodtest <urls-file\|-> <interval-ms> \[flags\]/);
+  assert.match(r.stdout.join('\n'), /--inflight <n>.*default 256/);
+});
+
+test('bad usage: one line on stderr naming the flag and the allowed range, exit 2', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['u.txt', '0', '--procs', '0'], /^floodtest: --procs: 0 is out of range \(allowed: 1 to 256\)/],
+    [['u.txt', '0', '--inflight', 'many'], /^floodtest: --inflight: 'many' is not a whole number \(allowed: 1 to 100000\)/],
+    [['u.txt', 'soon'], /^floodtest: <interval-ms>: 'soon' is not a number \(allowed: 0 to 3600000\)/],
+    [['u.txt', '0', '--duration', '5q'], /^floodtest: --duration: '5q' is not a duration/],
+    [['u.txt', '0', '--bogus'], /^floodtest: --bogus: unknown flag/],
+    [['u.txt'], /^floodtest: <urls-file\|-> and <interval-ms> are required/],
+    [['urls', '--count', '3'], /^floodtest: --base: required/],
+    [['urls', '--base', 'http://a/', '--count', '0'], /^floodtest: --count: 0 is out of range \(allowed: 1 to 10000000\)/],
+    [['urls', '--base', 'http://a/', '--count', '1', '--hosts', '10.0.0.9-10.0.0.1'], /^floodtest: --hosts: range 10\.0\.0\.9-10\.0\.0\.1 runs backwards/],
+  ];
+  for (const [args, re] of cases) {
+    const r = cli(args);
+    assert.equal(await r.exit, 2, args.join(' '));
+    assert.equal(r.stderr.filter((l) => l !== '').length, 1, `${args.join(' ')}: ${r.stderr.join(' | ')}`);
+    assert.match(r.stderr[0]!, re);
+  }
+  // A bad line in the URL file is named by its line number.
+  writeFileSync(join(dir, 'bad.txt'), '# ok\nhttp://127.0.0.1:1/a\nftp://x/y\n');
+  const r = cli([join(dir, 'bad.txt'), '0']);
+  assert.equal(await r.exit, 2);
+  assert.match(r.stderr[0]!, /line 3: only http:\/\/ and https:\/\//);
+});
+
+test('floodtest urls writes the seed URL file to stdout or --out', async () => {
+  const r = cli(['urls', '--base', 'http://127.0.0.1:8000/test/', '--count', '6', '--hosts', '127.0.0.1-127.0.0.2', '--ports', '8000,8002']);
+  assert.equal(await r.exit, 0);
+  assert.deepEqual(r.stdout.filter((l) => l !== ''), [
+    'http://127.0.0.1:8000/test/1',
+    'http://127.0.0.1:8002/test/2',
+    'http://127.0.0.2:8000/test/3',
+    'http://127.0.0.2:8002/test/4',
+    'http://127.0.0.1:8000/test/5',
+    'http://127.0.0.1:8002/test/6',
+  ]);
+  const out = join(dir, 'gen.txt');
+  const r2 = cli(['urls', '--base', 'http://h:1/sse/', '--count', '3', '--start', '10', '--out', out]);
+  assert.equal(await r2.exit, 0);
+  assert.equal(readFileSync(out, 'utf8'), 'http://h:1/sse/10\nhttp://h:1/sse/11\nhttp://h:1/sse/12\n');
+});
+
+test('Ctrl-C: the first SIGINT stops and prints the summary; exit 0 when all were reached', async () => {
+  const srv = await comet();
+  const file = join(dir, 'urls.txt');
+  writeFileSync(file, Array.from({ length: 50 }, (_, i) => `http://127.0.0.1:${srv.port}/test/${i + 1}`).join('\n') + '\n');
+  const r = cli([file, '0']);
+  await r.line(/^Stats: \{50,0,0\}$/);
+  const res = await fetch(`http://127.0.0.1:${srv.controlPort}/send/7`, { method: 'POST', body: 'hello @t=1' });
+  assert.deepEqual(await res.json(), { delivered: 1 });
+  await r.line(/^Stats: \{50,0,1\}$/);
+  r.child.kill('SIGINT');
+  assert.equal(await r.exit, 0);
+  const out = r.stdout.join('\n');
+  assert.match(out, /floodtest summary\n/);
+  assert.doesNotMatch(out, /SHORT/);
+  assert.match(out, /asked 50, reached 50, open at stop 50/);
+  assert.match(out, /received +1 chunks, 0 events/);
+  assert.match(out, /latency +n=1 /);
+  assert.match(r.stderr.join('\n'), /SIGINT: stopping/);
+  await waitForZero(srv);
+});
+
+async function waitForZero(srv: CometServer): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (srv.stats().connections !== 0) {
+    if (Date.now() > deadline) assert.fail(`server still has ${srv.stats().connections} connections after floodtest exited`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('--json from stdin: NDJSON samples then a summary on stdout, progress and human summary on stderr', async () => {
+  const srv = await comet();
+  const urls = Array.from({ length: 20 }, (_, i) => `http://127.0.0.1:${srv.port}/sse/${i + 1}`).join('\n');
+  const r = cli(['-', '0', '--json', '--duration', '1500ms'], `# from stdin\n${urls}\n`);
+  assert.equal(await r.exit, 0);
+  const records = r.stdout.filter((l) => l !== '').map(decodeRecord);
+  assert.ok(records.length >= 2);
+  const samples = records.slice(0, -1) as Sample[];
+  const summary = records[records.length - 1] as Summary;
+  for (const s of samples) {
+    assert.equal(s.type, 'sample');
+    assert.equal(s.asked, 20);
+    assert.equal(typeof s.rss, 'number');
+    assert.equal(typeof s.eventLoopDelayMs.p99, 'number');
+    assert.deepEqual(Object.keys(s.latency).sort(), ['count', 'max', 'mean', 'p50', 'p90', 'p99', 'p999']);
+  }
+  assert.equal(samples[0]!.connected, 20);
+  assert.equal(summary.type, 'summary');
+  assert.equal(summary.reason, 'duration');
+  assert.equal(summary.reached, 20);
+  assert.equal(summary.short, false);
+  const err = r.stderr.join('\n');
+  assert.match(err, /^Stats: \{20,0,0\} events=0 inflight=0/m);
+  assert.match(err, /floodtest summary/);
+});
+
+test('a SHORT run (nothing listening) says so, shows the error code, and exits 1', async () => {
+  const probe = net.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const r = cli(['-', '0', '--duration', '1200ms'], `http://127.0.0.1:${port}/test/1\nhttp://127.0.0.1:${port}/test/2\n`);
+  assert.equal(await r.exit, 1);
+  const out = r.stdout.join('\n');
+  assert.match(out, /SHORT/);
+  assert.match(out, /asked 2, reached 0 \(SHORT by 2\)/);
+  assert.match(out, /errors +ECONNREFUSED=2/);
+  assert.match(r.stderr.join('\n'), /errors: ECONNREFUSED=2/);
+});
