@@ -335,10 +335,14 @@ export class Engine {
       recordLatency(this.requestHist, (now - issuedMs) * 1000);
     } else {
       const code = err === undefined ? `HTTP_${status}` : errorCode(err);
-      // A rejected batch may still have applied some lines; the server says how many in `accepted`.
-      const accepted = err === undefined ? Math.min(count, parseAnswer(body).accepted ?? 0) : 0;
+      // A rejected batch may still have applied some lines; the server says how many in `accepted` (and `delivered`).
+      const answer = err === undefined ? parseAnswer(body) : {};
+      const accepted = Math.min(count, answer.accepted ?? 0);
+      const delivered = accepted > 0 ? (answer.delivered ?? 0) : 0;
       iv.acked += accepted;
       tot.acked += accepted;
+      iv.delivered += delivered;
+      tot.delivered += delivered;
       iv.errors[code] = (iv.errors[code] ?? 0) + 1;
       tot.errors[code] = (tot.errors[code] ?? 0) + 1;
       iv.failed += count - accepted;

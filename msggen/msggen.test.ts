@@ -182,6 +182,20 @@ test('413 for a message text over the server limit', async () => {
   assert.equal(server.stats().messagesIn, before);
 });
 
+test('a batch rejected part-way (400): the lines the server applied count as acked, the rest as failed', async () => {
+  const before = server.stats().messagesIn;
+  // Text sized so messages Num = 1..9 are exactly 64 KiB (the server's limit) and Num = 10.. one byte over:
+  // `<text> Num = <n> @t=<16 digits>` is text + 27 + digits(n) bytes.
+  const text = 'x'.repeat(65536 - 28);
+  // 1e6/s: all 12 sends are due by the first pump, so they usually travel in one batch of 12 (lines 1-9 applied).
+  const s = await startMsggen({ target, procs: 1, rate: 1_000_000, num: 12, batch: 12, seed: 11, text }).done;
+  assert.equal(s.sent, 12);
+  assert.equal(s.acked, 9);
+  assert.equal(s.failed, 3);
+  assert.ok((s.errors.HTTP_400 ?? 0) >= 1, JSON.stringify(s.errors));
+  assert.equal(server.stats().messagesIn - before, 9);
+});
+
 test('--duration: exactly the sends scheduled before the end, then stop', async () => {
   const s = await startMsggen({ target, procs: 2, rate: 50, durationMs: 300, seed: 8 }).done;
   // 100/s in all for 300 ms: sends at 0, 10, ..., 290 ms.
