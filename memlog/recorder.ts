@@ -14,6 +14,8 @@ export const RECORDER_LIMITS = {
   minIntervalMs: 100,
   maxIntervalMs: 3_600_000,
   defaultPorts: [8000] as readonly number[],
+  /** Between samples, check this often whether the process has exited, so a 60 s interval still stops promptly. */
+  exitPollMs: 1000,
 };
 
 /** What to watch and where to write. */
@@ -249,6 +251,12 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
 
   sample();
   schedule();
+  // A cheap liveness check between samples: one stat read; the exit is recorded as soon as it is seen.
+  const poll = setInterval(() => {
+    const st = readStat(pid);
+    if (isGone(st) || st!.startTime !== rootStat!.startTime) sample();
+  }, Math.min(intervalMs, RECORDER_LIMITS.exitPollMs));
+  void done.then(() => clearInterval(poll));
 
   return {
     pid,
