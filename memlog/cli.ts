@@ -42,8 +42,8 @@ plot     a terminal chart (memory and connections vs minutes elapsed) on stdout,
          with three panels: memory MiB, connections, KB per connection.
   --out FILE         PNG path (default plots/<log file name>.png; plots/mochimem.png for stdin)
   --svg              also write the SVG next to the PNG
-  --title TEXT       chart title (default "Mem usage with <peak> active connections")
-  --subtitle TEXT    second line (default: start date, samples, duration)
+  --title TEXT       chart title (default "Mem usage with <peak> active connections"); a newline starts a new line
+  --subtitle TEXT    smaller line(s) under it (default: start date, samples, duration)
   --width N          terminal chart width in columns, 20 to 400 (default 72)
   --no-ascii         skip the terminal chart
 

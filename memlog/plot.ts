@@ -138,7 +138,8 @@ export function chartSpec(input: readonly LogRow[], opts: PlotOptions = {}): vl.
 
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: title, subtitle, anchor: 'start', fontSize: 16, subtitleFontSize: 11, subtitleColor: '#555' },
+    // Lines split at newlines; anything wider than the chart is cut with an ellipsis rather than widening the image.
+    title: { text: title.split('\n'), subtitle: subtitle.split('\n'), anchor: 'start', fontSize: 16, subtitleFontSize: 11, subtitleColor: '#555', limit: PLOT_LIMITS.width - 30 },
     config: {
       font: PLOT_LIMITS.font,
       view: { stroke: '#ccc' },
