@@ -3,6 +3,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
 import { startCometServer, type CometServer } from '../server/index.js';
 import { nowMicros, formatMessage } from '../lib/marker.js';
 import { startFlood, type FloodHandle, type Sample } from './index.js';
@@ -214,4 +216,40 @@ test('invalid options are rejected before anything opens', async () => {
   await assert.rejects(startFlood({ urls: ['http://a/1'], inflight: 0 }), /inflight: 0 is out of range/);
   await assert.rejects(startFlood({ urls: ['http://a/1'], intervalMs: -1 }), /intervalMs/);
   await assert.rejects(startFlood({ urls: ['gopher://a/1'] }), /only http/);
+});
+
+test('https: TLS streams are counted; an unverifiable certificate is an error by its code unless insecure', async () => {
+  const fixture = (name: string): Buffer => readFileSync(new URL(`../../floodtest/fixtures/${name}`, import.meta.url));
+  const sockets = new Set<tls.TLSSocket>();
+  const srv = tls.createServer({ key: fixture('tls-key.pem'), cert: fixture('tls-cert.pem') }, (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    s.once('data', () => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const event = 'data: a @t=1000\n\n';
+      s.write(`${event.length.toString(16)}\r\n${event}\r\n`); // one chunk, one event
+    });
+  });
+  srv.on('tlsClientError', () => {});
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  servers.push({
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        srv.close(() => r());
+      }),
+  });
+  const port = (srv.address() as net.AddressInfo).port;
+  const urls = range(3, (i) => `https://localhost:${port}/sse/${i}`);
+  const ok = await flood({ urls, insecure: true });
+  const s = await waitFor('3 TLS streams with one event each', () => ok.sample(), (x: Sample) => x.events === 3);
+  assert.equal(s.connected, 3);
+  assert.equal(s.chunks, 3);
+  assert.equal(s.latency.count, 3);
+  await ok.stop();
+  const strict = await flood({ urls });
+  const e = await waitFor('certificate errors', () => strict.sample(), (x: Sample) => x.inflight === 0 && Object.keys(x.errors).length > 0);
+  assert.deepEqual(e.errors, { DEPTH_ZERO_SELF_SIGNED_CERT: 3 });
+  assert.equal(e.connected, 0);
 });
