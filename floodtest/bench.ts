@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseHostList, parseIntFlag } from '../lib/flags.js';
 import { nowMicros } from '../lib/marker.js';
-import { generateUrls, startFlood, type Sample, type Summary } from './index.js';
+import { generateUrls, startFlood, useLeanHeap, type Sample, type Summary } from './index.js';
 
 const SERVER_CLI = fileURLToPath(new URL('../server/cli.js', import.meta.url));
 const SERVER_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
@@ -28,6 +28,8 @@ const SERVER_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
 interface ChildStart {
   urls: string[];
   inflight: number;
+  /** Apply useLeanHeap() as the CLI does (default), or measure plain node. */
+  lean: boolean;
 }
 type ChildReport =
   | { type: 'idle' }
@@ -37,6 +39,7 @@ type ChildReport =
 async function childMain(): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;
   const msg = await new Promise<ChildStart>((r) => process.once('message', (m) => r(m as ChildStart)));
+  if (msg.lean) useLeanHeap();
   gc?.();
   process.send!({ type: 'idle' } satisfies ChildReport);
   await new Promise<void>((r) => process.once('message', () => r()));
@@ -133,14 +136,14 @@ function table(rows: Array<[string, string]>): string {
   return rows.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`).join('\n');
 }
 
-async function benchA(conns: number, hosts: string[], nodeFlags: string[], inflight: number): Promise<void> {
+async function benchA(conns: number, hosts: string[], nodeFlags: string[], inflight: number, lean: boolean): Promise<void> {
   const srv = await startServer('0.0.0.0');
   const urls = [...generateUrls({ base: `http://127.0.0.1:${srv.port}/test/`, count: conns, hosts })];
   const child = fork(fileURLToPath(import.meta.url), ['--child'], { execArgv: ['--expose-gc', ...nodeFlags], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   started.push(child);
   const next = (): Promise<ChildReport> => new Promise((r) => child.once('message', (m) => r(m as ChildReport)));
   let report = next();
-  child.send({ urls, inflight } satisfies ChildStart);
+  child.send({ urls, inflight, lean } satisfies ChildStart);
   await report;
   await new Promise((r) => setTimeout(r, 300));
   const idle = readProcKb(child.pid!);
@@ -156,7 +159,7 @@ async function benchA(conns: number, hosts: string[], nodeFlags: string[], infli
   const done = ((await report) as Extract<ChildReport, { type: 'done' }>).summary;
   const open = ramped.sample.connected;
   process.stdout.write(
-    `\n(a) one floodtest process, ${conns} connections to one comet-server over ${hosts.join(',')} (node flags: ${nodeFlags.join(' ') || 'none'}; inflight ${inflight})\n` +
+    `\n(a) one floodtest process, ${conns} connections to one comet-server over ${hosts.join(',')} (${lean ? 'lean heap as the CLI' : 'plain node, no lean heap'}; node flags: ${nodeFlags.join(' ') || 'none'}; inflight ${inflight})\n` +
       table([
         ['machine before', before],
         ['reached / asked', `${open} / ${conns}${ramped.ok ? '' : '  SHORT'}; errors ${JSON.stringify(ramped.sample.errors)}`],
@@ -245,6 +248,8 @@ async function main(): Promise<void> {
       'time-limit': { type: 'string' },
       'node-flags': { type: 'string' },
       'skip-a': { type: 'boolean' },
+      'no-lean': { type: 'boolean' },
+      both: { type: 'boolean' },
     },
   });
   const conns = parseIntFlag('--conns', values.conns ?? '18000', 1, 19_000);
@@ -263,7 +268,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSig);
   process.on('SIGTERM', onSig);
   try {
-    if (!values['skip-a']) await benchA(conns, hosts, nodeFlags, inflight);
+    if (!values['skip-a']) {
+      if (values.both) await benchA(conns, hosts, nodeFlags, inflight, false);
+      await benchA(conns, hosts, nodeFlags, inflight, values['no-lean'] !== true);
+    }
     if (big > 0) await benchB(big, servers, hosts, holdMs);
   } finally {
     clearTimeout(limit);

@@ -19,7 +19,10 @@ import {
   UrlError,
   type FloodOptions,
   type Sample,
+  useLeanHeap,
 } from './index.js';
+
+useLeanHeap();
 
 const HELP = `floodtest: open many long-lived HTTP connections at a fixed rate and count what arrives.
 

@@ -125,12 +125,6 @@ function onData(this: ConnSocket, buf: Buffer): void {
   onRead.call(this, buf.length, buf);
 }
 
-function onEnd(this: ConnSocket): void {
-  const c = this[kConn];
-  if (c === undefined || c.socket !== this) return;
-  c.engine.afterExec(c, c.finish());
-}
-
 function onError(this: ConnSocket, err: NodeJS.ErrnoException): void {
   const c = this[kConn];
   if (c === undefined || c.socket !== this) return;
@@ -242,6 +236,11 @@ export class Engine {
 
   /** A socket is gone: update gauges, count the cause, maybe schedule a reconnect. */
   socketClosed(c: Conn): void {
+    if (c.errCode === null && !this.stopping) {
+      // Closed without an error or a reason of ours: the peer ended the connection (EOF). That is a clean end
+      // for a read-until-close body or an already finished response, else HPE_INVALID_EOF_STATE.
+      if (c.finish() === ExecResult.ERROR) c.errCode = c.error?.code ?? 'HPE_ERROR';
+    }
     const wasOpen = c.phase === P_OPEN;
     if (c.phase === P_CONNECTING) this.removeInflight(c);
     c.socket = null;
@@ -347,9 +346,10 @@ export class Engine {
     c.ifIdx = this.inflightList.length;
     this.inflightList.push(c);
     this.live++;
+    // No 'end' handler (one listener less per socket): without allowHalfOpen, Node closes the socket on EOF and
+    // socketClosed asks the parser whether that EOF ended the response cleanly.
     s.on('error', onError);
     s.on('close', onClose);
-    s.on('end', onEnd);
     if (ep.tls) s.on('data', onData);
     // Written at once: Node queues it until the connection is up, so no 'connect' handler is needed.
     s.write(`GET ${t.paths[url]!} HTTP/1.1\r\nHost: ${ep.hostHeader}\r\nUser-Agent: floodtest\r\nAccept: */*\r\n\r\n`);

@@ -1,6 +1,8 @@
 // A floodtest worker process (forked by startFlood when procs > 1): runs one slice of the URLs in-process and
 // reports samples, its serialized histogram and its summary to the parent over IPC.
-import { startFlood, type FloodHandle, type FromWorker, type ToWorker } from './index.js';
+import { startFlood, useLeanHeap, type FloodHandle, type FromWorker, type ToWorker } from './index.js';
+
+useLeanHeap();
 
 let handle: FloodHandle | null = null;
 let stopped = false;
