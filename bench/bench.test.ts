@@ -116,6 +116,7 @@ describe('c1m bench end to end', () => {
     assert.ok(mem.some((row) => row.conns === 300), 'memlog saw the 300 connections');
     assert.ok(s.memory.plateauRssKB! > s.memory.idleRssKB! * 0.9);
     assert.equal(s.memory.connsAtPlateau, 300);
+    assert.ok(s.memory.ussIdleKB! > 0 && s.memory.ussPlateauKB! > 0 && s.memory.kbPerConnUssMarginal !== null);
     assert.ok(s.cpu.server !== undefined && s.cpu.floodtest !== undefined && s.cpu.msggen !== undefined);
     // The NDJSON logs are the tools' records; stats.ndjson has a snapshot per second with the phase.
     const flood = readFileSync(join(dir, 'flood.ndjson'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; chunks: number });

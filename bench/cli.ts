@@ -158,7 +158,8 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`c1m: ${err.message} (see c1m --help)\n`);
       process.exit(2);
     }
-    process.stderr.write(`c1m: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    const detail = err instanceof Error ? (process.env.C1M_DEBUG ? err.stack ?? err.message : err.message) : String(err);
+    process.stderr.write(`c1m: ${detail}\n`);
     process.exit(1);
   },
 );

@@ -48,6 +48,7 @@ const FIGURES: [string, string, string, (s: Summary) => number | null | undefine
   ['memory', 'KB/conn total PSS', 'KB', (s) => s.memory.kbPerConnPss],
   ['memory', 'KB/conn marginal RSS', 'KB', (s) => s.memory.kbPerConnRssMarginal],
   ['memory', 'KB/conn marginal PSS', 'KB', (s) => s.memory.kbPerConnPssMarginal],
+  ['memory', 'KB/conn marginal USS', 'KB', (s) => s.memory.kbPerConnUssMarginal],
   ['memory', 'growth over messages', '%', (s) => s.memory.growthPct],
   ['messages', 'requested rate', 'msg/s', (s) => s.messages.requestedRate],
   ['messages', 'achieved rate', 'msg/s', (s) => s.messages.achievedRate],

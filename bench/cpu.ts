@@ -113,3 +113,19 @@ export class CpuMeter {
     return (100 * (y.cpu - x.cpu)) / ((y.t - x.t) / 1000);
   }
 }
+
+/** Private (unshared) memory of a process tree in KB: Private_Clean + Private_Dirty from smaps_rollup (USS). */
+export function readTreeUssKB(root: number): number | undefined {
+  let total = 0;
+  let seen = false;
+  for (const pid of processTree(root)) {
+    try {
+      const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'latin1');
+      for (const m of text.matchAll(/^Private_(?:Clean|Dirty):\s+(\d+) kB/gm)) total += Number(m[1]);
+      seen = true;
+    } catch {
+      /* gone, or no permission */
+    }
+  }
+  return seen ? total : undefined;
+}

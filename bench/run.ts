@@ -10,7 +10,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import { join, resolve } from 'node:path';
 import { parseLog } from '../memlog/row.js';
 import { startChild, stopChild, type Child } from './children.js';
-import { CpuMeter } from './cpu.js';
+import { CpuMeter, readTreeUssKB } from './cpu.js';
 import { machineCpu, machineInfo, type MachineInfo } from './machine.js';
 import { checkPreflight, formatReport, type PreflightReport, type ProcSnapshot } from './preflight.js';
 import { readSnapshot } from './procfs.js';
@@ -182,6 +182,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   let machineAtMsgStart: ReturnType<typeof machineCpu>;
   let machineAtMsgEnd: ReturnType<typeof machineCpu>;
   let statsTimer: NodeJS.Timeout | undefined;
+  const uss: { idle?: number; plateau?: number; msgEnd?: number } = {};
   let progressTimer: NodeJS.Timeout | undefined;
   const statsFile = file('stats.ndjson');
   writeFileSync(statsFile, '');
@@ -287,6 +288,8 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     await guard(waitUntil(() => memRows(file('mem.tsv')) >= 2, Math.max(10_000, o.idleMs + 3 * o.memIntervalMs), 'two idle memlog samples', abortP), [server, memlog]);
     await guard(pause(o.idleMs), [server, memlog]);
 
+    uss.idle = readTreeUssKB(serverPid!);
+
     // ---- Ramp ----
     phase = 'ramp';
     const urlsFile = file('urls.txt');
@@ -331,6 +334,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
 
     // ---- Messages ----
     checkAbort();
+    uss.plateau = readTreeUssKB(serverPid!);
     statsBefore = await fetchStats();
     for (const m of meters.values()) {
       m.sample();
@@ -364,6 +368,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
       m.mark('msgEnd');
     }
     machineAtMsgEnd = machineCpu();
+    uss.msgEnd = readTreeUssKB(serverPid!);
 
     // ---- Drain: every chunk the server wrote has reached floodtest ----
     phase = 'drain';
@@ -431,6 +436,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     statsAfter,
     cpu,
     serverHasStats: isReference,
+    uss,
     incidents,
   });
   const machineEnd = machineInfo(REPO_DIR);

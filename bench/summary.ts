@@ -102,6 +102,12 @@ export interface SummaryInput {
   cpu: CpuFigures;
   /** Third-party server without /stats: server-side counts are unknown. */
   serverHasStats: boolean;
+  /**
+   * Private memory (USS) of the server tree, KB, read at the end of the idle phase, at the plateau and after the
+   * message phase. Unlike PSS it does not move when other Node processes (floodtest, msggen) start sharing the
+   * binary's pages, so its growth is the cleanest marginal cost per connection.
+   */
+  uss?: { idle?: number; plateau?: number; msgEnd?: number };
   /** Limits of the verdict (defaults in VERDICT_LIMITS). */
   limits?: Partial<typeof VERDICT_LIMITS>;
   /** Problems the orchestrator met (timeouts, children that died). */
@@ -134,6 +140,12 @@ export interface MemFigures {
   kbPerConnRssMarginal: number | null;
   kbPerConnPssMarginal: number | null;
   kbPerConnRssPeak: number | null;
+  /** Private memory (USS) of the server tree, KB, at idle, at the plateau and after the messages. */
+  ussIdleKB: number | null;
+  ussPlateauKB: number | null;
+  ussMsgEndKB: number | null;
+  /** (USS plateau − USS idle) / connections. */
+  kbPerConnUssMarginal: number | null;
   /** Least-squares slope of RSS against connections during the ramp (KB per connection). */
   kbPerConnRssRampSlope: number | null;
   /** RSS growth from the start to the end of the message phase, %. */
@@ -208,7 +220,7 @@ function delta(a: ServerStats | undefined, b: ServerStats | undefined, key: stri
 }
 
 /** Memory figures from the samples and phase times. */
-export function memoryFigures(mem: readonly MemSample[], p: Phases): MemFigures {
+export function memoryFigures(mem: readonly MemSample[], p: Phases, uss: SummaryInput['uss'] = {}): MemFigures {
   const at = (ms: number | undefined): MemSample | undefined => {
     if (ms === undefined) return undefined;
     let best: MemSample | undefined;
@@ -248,6 +260,10 @@ export function memoryFigures(mem: readonly MemSample[], p: Phases): MemFigures 
     kbPerConnRssMarginal: plRss !== null && idleRss !== null ? per(plRss - idleRss) : null,
     kbPerConnPssMarginal: plPss !== null && idlePss !== null ? per(plPss - idlePss) : null,
     kbPerConnRssPeak: per(peak ? rssOf(peak) : null),
+    ussIdleKB: uss.idle ?? null,
+    ussPlateauKB: uss.plateau ?? null,
+    ussMsgEndKB: uss.msgEnd ?? null,
+    kbPerConnUssMarginal: uss.idle !== undefined && uss.plateau !== undefined ? per(uss.plateau - uss.idle) : null,
     kbPerConnRssRampSlope: rampSlope === null ? null : r2(rampSlope),
     growthPct: first && msgEnd && rssOf(first) > 0 ? r1((100 * (rssOf(msgEnd) - rssOf(first))) / rssOf(first)) : null,
     growthMBPerHour: trend === null ? null : r1(trend),
@@ -260,7 +276,7 @@ export function computeSummary(inp: SummaryInput): Summary {
   const p = inp.phases;
   const f = inp.flood;
   const g = inp.msggen;
-  const memory = memoryFigures(inp.mem, p);
+  const memory = memoryFigures(inp.mem, p, inp.uss);
   const sb = inp.statsBefore;
   const sa = inp.statsAfter;
   const messages: MessageFigures = {
@@ -374,8 +390,12 @@ export function formatSummaryMd(s: Summary, title: string, context: string[]): s
   out.push(`| **KB per connection, total** | **${v(m.kbPerConnRss)}** | **${v(m.kbPerConnPss)}** |`);
   out.push(`| **KB per connection, marginal** (plateau − idle) | **${v(m.kbPerConnRssMarginal)}** | **${v(m.kbPerConnPssMarginal)}** |`);
   out.push(`| KB per connection at the message-phase peak | ${v(m.kbPerConnRssPeak)} | |`);
+  if (m.kbPerConnUssMarginal !== null) {
+    out.push(`| KB per connection, marginal private memory (USS ${kb(m.ussIdleKB)} → ${kb(m.ussPlateauKB)}) | ${v(m.kbPerConnUssMarginal)} | |`);
+  }
   out.push(`| KB per connection, ramp slope | ${v(m.kbPerConnRssRampSlope)} | |`);
   out.push(`| growth over the message phase | ${m.growthPct === null ? '–' : `${m.growthPct}%`} (${kb(m.msgStartRssKB)} → ${kb(m.msgEndRssKB)}; trend ${v(m.growthMBPerHour, ' MB/h')}) | |`);
+  out.push('', 'PSS splits shared pages (the ~37 MB Node binary) among every process mapping them, and floodtest, msggen and memlog are Node too: the server\'s PSS drops as they start, so marginal PSS reads low. USS (private memory) does not move with them.');
   out.push('', '## Messages', '', '| | |', '|---|---|');
   out.push(`| requested / achieved rate | ${v(g.requestedRate, ' msg/s')} / ${v(g.achievedRate, ' msg/s')} |`);
   out.push(`| sent / acked / publish errors | ${v(g.sent)} / ${v(g.acked)} / ${v(g.publishErrors)} |`);
