@@ -234,6 +234,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   // Samples on a fixed grid from the start (no drift); a slot missed because a sample ran long is skipped.
   const startedAt = performance.now();
   let slot = 0;
+  let warnedSlow = false;
   const schedule = (): void => {
     if (stopped) return;
     const elapsed = performance.now() - startedAt;
@@ -241,7 +242,13 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     timer = setTimeout(() => {
       timer = null;
       try {
+        const t = performance.now();
         sample();
+        const took = performance.now() - t;
+        if (took > intervalMs && !warnedSlow) {
+          warnedSlow = true;
+          log(`memlog: one sample took ${Math.round(took)} ms, longer than the ${intervalMs} ms interval: slots are skipped (use a longer --interval)`);
+        }
       } catch (err) {
         log(`memlog: sample failed: ${(err as Error).message}`);
       }
