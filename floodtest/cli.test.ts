@@ -29,8 +29,12 @@ interface Run {
   line(re: RegExp, ms?: number): Promise<string>;
 }
 
-function cli(args: string[], input?: string): Run {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+// `openFiles` runs the CLI under a lower open-files soft limit (ulimit -n in a shell; no kernel setting changes).
+function cli(args: string[], input?: string, openFiles?: number): Run {
+  const child =
+    openFiles === undefined
+      ? spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn('bash', ['-c', `ulimit -n ${openFiles} && exec "$0" "$@"`, process.execPath, CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   children.push(child);
   const stdout: string[] = [];
   const stderr: string[] = [];
@@ -198,4 +202,17 @@ test('a SHORT run (nothing listening) says so, shows the error code, and exits 1
   assert.match(out, /asked 2, reached 0 \(SHORT by 2\)/);
   assert.match(out, /errors +ECONNREFUSED=2/);
   assert.match(r.stderr.join('\n'), /errors: ECONNREFUSED=2/);
+});
+
+test('out of file descriptors: EMFILE is counted per connection, never a crash', async () => {
+  const srv = await comet();
+  const urls = Array.from({ length: 200 }, (_, i) => `http://127.0.0.1:${srv.port}/test/${i + 1}`).join('\n');
+  const r = cli(['-', '0', '--duration', '1200ms'], urls + '\n', 100);
+  assert.equal(await r.exit, 1, r.stderr.join(' | '));
+  const out = r.stdout.join('\n');
+  const m = /asked 200, reached (\d+) \(SHORT by (\d+)\)/.exec(out);
+  assert.ok(m, out);
+  assert.ok(Number(m[1]) > 0 && Number(m[1]) < 100, `reached ${m[1]} with 100 descriptors`);
+  assert.match(out, new RegExp(`errors +EMFILE=${m[2]}\\b`));
+  assert.match(out, /peak RSS [1-9]/);
 });

@@ -174,6 +174,18 @@ function loopDelayOf(h: IntervalHistogram): LoopDelay {
   return { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), mean: ms(h.mean) };
 }
 
+// process.memoryUsage.rss() reads /proc/self/stat, which needs a free file descriptor: when a flood has used them
+// all (EMFILE is then counted as data), the sample keeps the last reading instead of throwing.
+let lastRss = 0;
+function currentRss(): number {
+  try {
+    lastRss = process.memoryUsage.rss();
+  } catch {
+    // keep lastRss
+  }
+  return lastRss;
+}
+
 // ---- one process ----
 
 async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>): Promise<FloodHandle> {
@@ -189,15 +201,15 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
     reconnectMaxMs: o.reconnectMaxMs,
     insecure: o.insecure,
   });
+  let rssPeak = currentRss(); // a first reading while file descriptors are surely free
   const eld = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
   eld.enable();
   let loopDelay: LoopDelay = { p50: 0, p99: 0, max: 0, mean: 0 };
-  let rssPeak = 0;
   const startWall = Date.now();
   const t0 = performance.now();
 
   const sample = (): Sample => {
-    const rss = process.memoryUsage.rss();
+    const rss = currentRss();
     if (rss > rssPeak) rssPeak = rss;
     return {
       type: 'sample',
@@ -327,7 +339,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
       errors: { ...workerErrors },
       inflight: 0,
       latency: { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 },
-      rss: process.memoryUsage.rss(),
+      rss: currentRss(),
       eventLoopDelayMs: { p50: 0, p99: 0, max: 0, mean: 0 },
       procs: P,
     };
@@ -406,7 +418,9 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
         child.once('exit', (code, signal) => {
           w.exited = true;
           if (w.final === null && stopping === null) {
+            // A worker died mid-run (crash, OOM kill): its streams are gone with it; count them as closed.
             workerErrors = { ...workerErrors, WORKER_EXIT: (workerErrors.WORKER_EXIT ?? 0) + 1 };
+            if (w.last !== null) w.last = { ...w.last, closed: w.last.closed + w.last.connected, connected: 0, inflight: 0 };
           }
           reject(new Error(`worker ${k} exited (${signal ?? code}) before starting`));
         });
