@@ -132,6 +132,20 @@ test('--procs 2: a real two-process run; counts and histograms merged into one s
   assert.ok(summary.rssPeak > 0);
 });
 
+test('--procs 2: a worker that dies mid-run is counted (WORKER_EXIT), its streams as closed; the rest go on', async () => {
+  const srv = await comet();
+  const h = await flood({ urls: range(40, (i) => `http://127.0.0.1:${srv.port}/test/${i}`), procs: 2 });
+  await waitFor('40 connected', () => h.sample().connected, (n) => n === 40);
+  assert.equal(h.pids.length, 2);
+  process.kill(h.pids[1]!, 'SIGKILL');
+  const s = await waitFor('worker exit counted', () => h.sample(), (x: Sample) => x.errors.WORKER_EXIT === 1);
+  assert.equal(s.connected, 20);
+  assert.equal(s.closed, 20);
+  const summary = await h.stop();
+  assert.equal(summary.open, 20);
+  assert.equal(summary.reached, 40);
+});
+
 test('errors by code: closed port → ECONNREFUSED, 404 → HTTP_404, reset → ECONNRESET, silence → ETIMEDOUT', async () => {
   const srv = await comet();
   // A port with nothing listening: bind one, then close it.

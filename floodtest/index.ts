@@ -83,6 +83,8 @@ export interface FloodHandle {
   readonly asked: number;
   /** Processes doing the work (1 = this process). */
   readonly procs: number;
+  /** PIDs of the processes holding the connections (this process's when procs is 1, else the workers'). */
+  readonly pids: readonly number[];
   /** Totals and gauges now (across processes: the latest each worker reported). */
   sample(): Sample;
   /** The latency histogram so far, serialized (lib/histogram encodeHistogram form), for merging elsewhere. */
@@ -284,6 +286,7 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
   return {
     asked: o.maxConns,
     procs: 1,
+    pids: [process.pid],
     sample,
     encodedHistogram: () => finalHistogram ?? encodeHistogram(engine.histogram),
     stop: () => stop('stop'),
@@ -310,6 +313,8 @@ interface WorkerState {
   histogram: string | null;
   final: Summary | null;
   exited: boolean;
+  /** Most streams this worker reported open at once. */
+  peak: number;
 }
 
 async function startForked(o: Resolved): Promise<FloodHandle> {
@@ -385,7 +390,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
     const urls: string[] = [];
     for (let i = k; i < o.maxConns; i += P) urls.push(o.urls[i % o.urls.length]!);
     const child = fork(workerUrl, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: [...o.workerExecArgv] });
-    const w: WorkerState = { child, last: null, histogram: null, final: null, exited: false };
+    const w: WorkerState = { child, last: null, histogram: null, final: null, exited: false, peak: 0 };
     workers.push(w);
     const opts: WorkerOptions = {
       urls,
@@ -406,6 +411,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
           else if (m.type === 'sample') {
             w.last = m.sample;
             w.histogram = m.histogram;
+            if (m.sample.connected > w.peak) w.peak = m.sample.connected;
             let open = 0;
             for (const x of workers) open += x.last?.connected ?? 0;
             if (open > peak) peak = open;
@@ -467,7 +473,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
       const finals = workers.map((w) => w.final).filter((f): f is Summary => f !== null);
       // Workers' peaks happen at about the same time (they ramp in parallel); the sum of the open counts at the last
       // samples and at stop bounds it from below, the sum of the worker peaks from above.
-      const sumPeaks = finals.reduce((a, f) => a + f.reached, 0) + workers.filter((w) => w.final === null).reduce((a, w) => a + (w.last?.connected ?? 0), 0);
+      const sumPeaks = workers.reduce((a, w) => a + (w.final?.reached ?? w.peak), 0);
       const reached = Math.min(sumPeaks, Math.max(peak, last.connected));
       const rampMs = finals.reduce((a, f) => Math.max(a, f.rampMs), 0);
       const errorsTotal = Object.values(last.errors).reduce((a, b) => a + b, 0);
@@ -500,6 +506,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
   return {
     asked: o.maxConns,
     procs: P,
+    pids: workers.map((w) => w.child.pid!),
     sample: merged,
     encodedHistogram: mergedHistogram,
     stop: () => stop('stop'),
