@@ -197,4 +197,5 @@ test('clear errors for a missing process, an ambiguous or bad pattern, bad optio
   assert.match(code(() => startRecorder({ out: null })), /exactly one of --pid and --pgrep/);
   assert.match(code(() => startRecorder({ pid: process.pid, intervalMs: 10, out: null })), /--interval: 10ms is out of range/);
   assert.match(code(() => startRecorder({ pid: process.pid, ports: [0], out: null })), /--port/);
+  assert.match(code(() => startRecorder({ pid: process.pid, out: join(dir, 'no', 'such', 'dir.log') })), /BAD_OPTION: -o: cannot append to '.*dir\.log' \(ENOENT\)/);
 });

@@ -67,7 +67,7 @@ export interface RecorderHandle {
 
 /** A recorder that cannot start; `code` is stable. */
 export class RecorderError extends Error {
-  constructor(readonly code: 'C1M_MEMLOG_NO_PROCESS' | 'C1M_MEMLOG_AMBIGUOUS' | 'C1M_MEMLOG_BAD_OPTION' | 'C1M_MEMLOG_UNSUPPORTED', message: string) {
+  constructor(readonly code: 'C1M_MEMLOG_NO_PROCESS' | 'C1M_MEMLOG_AMBIGUOUS' | 'C1M_MEMLOG_BAD_OPTION' | 'C1M_MEMLOG_NO_ACCESS' | 'C1M_MEMLOG_UNSUPPORTED', message: string) {
     super(message);
     this.name = 'RecorderError';
   }
@@ -119,7 +119,11 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   let stream: Writable | null = null;
   let needHeader = true;
   if (typeof options.out === 'string' && options.out !== '-') {
-    fd = openSync(options.out, 'a');
+    try {
+      fd = openSync(options.out, 'a');
+    } catch (err) {
+      throw new RecorderError('C1M_MEMLOG_BAD_OPTION', `-o: cannot append to '${options.out}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
     needHeader = fstatSync(fd).size === 0;
   } else if (options.out === '-') {
     stream = process.stdout;
@@ -256,7 +260,12 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     }, Math.max(0, slot * intervalMs - elapsed));
   };
 
-  sample();
+  try {
+    sample();
+  } catch (err) {
+    finish({ reason: 'stopped', rows: 0 });
+    throw new RecorderError('C1M_MEMLOG_NO_ACCESS', (err as Error).message);
+  }
   schedule();
   // A cheap liveness check between samples: one stat read; the exit is recorded as soon as it is seen.
   const poll = setInterval(() => {
