@@ -135,4 +135,38 @@ describe('c1m bench end to end', () => {
     // One progress line per second, each naming its phase.
     assert.ok(lines.some((l) => /^\[messages\] t=\d+s conns 300\/300/.test(l)), lines.join('\n'));
   });
+
+  it('stopped mid-ramp (Ctrl-C): every child is stopped by PID, the folder is still written, the run is invalid', { timeout: 60_000 }, async () => {
+    const dir2 = mkdtempSync(join(tmpdir(), 'c1m-bench-stop-'));
+    const lines: string[] = [];
+    let sawRamp!: () => void;
+    const ramping = new Promise<void>((r) => (sawRamp = r));
+    const h = startBench({
+      conns: 300, connectRate: 30, procs: 10, rate: 10, durationMs: 2000, out: dir2, destHosts: ['127.0.0.1'],
+      settleMs: 500, idleMs: 300, drainTimeoutMs: 2000, memIntervalMs: 250, serverFlags: [], floodtestFlags: [], msggenFlags: [],
+      preflightStops: true, argv: ['test'],
+      log: (l) => {
+        lines.push(l);
+        if (l.startsWith('[ramp]')) sawRamp();
+      },
+    });
+    try {
+      await Promise.race([ramping, new Promise((_, rej) => setTimeout(() => rej(new Error(`no ramp line: ${lines.join(' | ')}`)), 30_000).unref())]);
+      const r = await h.stop('stopped by the test');
+      assert.equal(r.summary.verdict.valid, false);
+      assert.match(r.summary.verdict.line, /stopped by the test during the ramp phase/);
+      assert.ok(r.summary.conns.reached! < 300);
+      for (const f of ['manifest.json', 'summary.json', 'summary.md', 'mem.tsv', 'flood.ndjson', 'stats.ndjson']) assert.ok(existsSync(join(dir2, f)), f);
+      const manifest = JSON.parse(readFileSync(join(dir2, 'manifest.json'), 'utf8')) as { derived: { pids: Record<string, number | null> } };
+      const pids = Object.entries(manifest.derived.pids);
+      assert.deepEqual(pids.map(([k, v]) => [k, v === null]), [['server', false], ['memlog', false], ['floodtest', false], ['msggen', true]]);
+      for (const [name, pid] of pids) {
+        if (pid === null) continue;
+        assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `${name} (pid ${pid}) still running`);
+      }
+    } finally {
+      await h.stop('test cleanup').catch(() => undefined);
+      rmSync(dir2, { recursive: true, force: true });
+    }
+  });
 });

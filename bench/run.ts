@@ -6,6 +6,7 @@
 //   drain (server chunks out = floodtest chunks) → stop floodtest, memlog, server (by PID) → write the run folder.
 // Whatever happens (Ctrl-C, a child dying, a timeout), every child started here is stopped, in the same order, and
 // the run folder is still written with what was collected; the problem becomes an incident that makes it invalid.
+import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseLog } from '../memlog/row.js';
@@ -159,6 +160,14 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   if (isReference) {
     for (const tool of ['server', 'floodtest', 'msggen', 'memlog'] as const) {
       if (!existsSync(toolCli(tool))) throw new Error(`${toolCli(tool)} is missing: run npm run build first`);
+    }
+    // A flag the server does not know would only show up as "server exited early"; say what is missing instead.
+    const help = serverHelp();
+    for (const f of o.serverFlags.filter((x) => x.startsWith('--'))) {
+      const name = f.split('=')[0]!;
+      if (help !== undefined && !help.includes(name)) {
+        throw new Error(`comet-server has no ${name} flag in this build${name === '--workers' ? ' (server workers come with the scale-out issue; one server process holds ~19,900 connections here)' : ''}`);
+      }
     }
   }
 
@@ -445,7 +454,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     argv: o.argv,
     preset: o.preset ?? null,
     options: { ...o, log: undefined, argv: undefined },
-    derived: { msgRate, clientProcs, serverPid, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? serverArgs(host0(o)).slice(0, 2) : null },
+    derived: { msgRate, clientProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? serverArgs(host0(o)).slice(0, 2) : null },
     startedAt: new Date(phases.start).toISOString(),
     endedAt: new Date(phases.end).toISOString(),
     phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, v === undefined ? null : new Date(v).toISOString()])),
@@ -471,6 +480,14 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   }
   phase = 'done';
   return { out, summary, files: files.filter((f) => existsSync(file(f))) };
+}
+
+function serverHelp(): string | undefined {
+  try {
+    return execFileSync(process.execPath, [toolCli('server'), '--help'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch {
+    return undefined;
+  }
 }
 
 const host0 = (o: BenchOptions): string => o.destHosts[0] ?? '127.0.0.1';

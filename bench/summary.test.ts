@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { computeSummary, formatSummaryMd, memoryFigures, slope, type MemSample, type SummaryInput } from './summary.js';
+import { computeSummary, floorGrowth, formatSummaryMd, memoryFigures, slope, type MemSample, type SummaryInput } from './summary.js';
 
 const T0 = 1_700_000_000; // unix seconds
 const row = (sec: number, rssMB: number, conns: number, pssMB = rssMB / 2): MemSample => ({
@@ -44,8 +44,14 @@ describe('memoryFigures', () => {
     assert.equal(m.kbPerConnPssMarginal, 1.02);
     assert.equal(m.kbPerConnUssMarginal, 2);
     assert.equal(m.kbPerConnRssRampSlope, 2.05); // 4 MB per 2,000 connections
-    assert.equal(m.growthPct, 2.9); // 68 → 70 MB
+    assert.equal(m.growthEndToEndPct, 2.9); // 68 → 70 MB
+    assert.equal(m.growthPct, null); // 3 samples: too few for floors
     assert.equal(m.growthMBPerHour, 720); // 2 MB in 10 s
+  });
+  it('growth floor to floor ignores the GC sawtooth and shows creep', () => {
+    assert.equal(floorGrowth([70, 75, 79, 71, 76, 79, 70.5, 77, 79]), 0.7); // teeth, flat floor (70 → 70.5)
+    assert.equal(floorGrowth([90, 120, 150, 180, 210, 250]), 133.3); // steady creep like the seed's 90 → 250 MB: floors 90 → 210
+    assert.equal(floorGrowth([1, 2, 3, 4, 5]), null);
   });
   it('slope needs three points with spread', () => {
     assert.equal(slope([1, 2], [1, 2]), null);
