@@ -139,6 +139,12 @@ export class Engine {
   private readonly headersBatch: Record<string, string>;
   private readonly startMicros: number;
   private readonly epochOffset: number;
+  /**
+   * undici never pipelines a POST unless it is marked idempotent and non-blocking. With --pipelining > 1 we do
+   * mark it so; the price is that undici may re-send a pipelined request after a connection failure, so a
+   * message can then arrive twice. With the default (1) nothing is ever re-sent.
+   */
+  private readonly pipelined: boolean;
 
   private next = 0;
   private inFlight = 0;
@@ -166,6 +172,7 @@ export class Engine {
     // Sends scheduled before the duration belong to the run; the -1e-6 leaves out a send exactly at the end.
     this.total = Math.min(totalSends(this.s), Number.isFinite(cfg.durationMs) ? dueCount(this.s, cfg.durationMs - 1e-6) : Infinity);
     this.maxInFlight = cfg.connections * cfg.pipelining;
+    this.pipelined = cfg.pipelining > 1;
     this.rngs = this.s.slots.map((w) => new Rng(cfg.seed, w));
     this.ids = idSampler(cfg.dist, cfg.max, cfg.zipfExponent);
     const auth: Record<string, string> = cfg.token === undefined ? {} : { authorization: `Bearer ${cfg.token}` };
@@ -295,7 +302,7 @@ export class Engine {
     this.totals.late += late;
     this.inFlight++;
     this.lastIssueMs = now;
-    this.pool.dispatch({ path, method: 'POST', body, headers }, new SendHandler(this, first, count, now));
+    this.pool.dispatch({ path, method: 'POST', body, headers, idempotent: this.pipelined, blocking: !this.pipelined }, new SendHandler(this, first, count, now));
   }
 
   /** The id and text of send i (draws from its worker's own stream, so the order of draws per worker is fixed). */
