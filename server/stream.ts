@@ -43,21 +43,23 @@ const K_CLOSING = 4; // answered (error, HEAD, 503, stop); waiting for the clien
 const kConn = Symbol('c1m.conn');
 type TaggedSocket = Socket & { [kConn]?: Conn };
 
-/** The whole per-connection state: a small fixed-shape object. */
+/**
+ * The whole per-connection state: a small fixed-shape object of five fields (64 bytes on the V8 heap). Two fields
+ * are shared between phases, because a connection is never in both: `n` is the deadline while waiting for the
+ * request or lingering, and the count of ignored input bytes while streaming; `slot` holds the parser while the
+ * request head is incomplete, and the bodies queued in this tick while streaming. Numbers stay small integers
+ * (Smis) so they need no heap allocation of their own.
+ */
 export class Conn {
   kind = K_REQUEST;
   /** Message number of the last message queued (HTML `Recvd msg #N`, SSE `id: N`). */
   seq = 0;
-  /** Deadline (ms on the monotonic clock) while waiting for the request or lingering after an answer. */
-  deadline: number;
-  /** Bytes received after the request (a streaming client should send none). */
-  ignored = 0;
-  /** Parser state while the request head is incomplete, null otherwise. */
-  parser: RequestParser | null = null;
-  /** Framed message bodies queued in this tick, flushed by the shared setImmediate. */
-  pending: Buffer | Buffer[] | null = null;
+  /** Deadline (whole ms, monotonic clock) while K_REQUEST or K_CLOSING; ignored input bytes while streaming. */
+  n: number;
+  /** RequestParser while K_REQUEST (null until the first bytes); queued framed bodies (Buffer or Buffer[]) while streaming. */
+  slot: RequestParser | Buffer | Buffer[] | null = null;
   constructor(readonly socket: Socket, deadline: number) {
-    this.deadline = deadline;
+    this.n = deadline;
   }
 }
 
@@ -177,26 +179,26 @@ export class StreamServer {
   private data(conn: Conn, chunk: Buffer): void {
     if (conn.kind !== K_REQUEST) {
       // Input after the request is ignored; a client that keeps sending is misbehaving, and reading it costs CPU.
-      if (conn.kind !== K_CLOSING && (conn.ignored += chunk.length) > this.limits.maxIgnoredInputBytes) {
+      if (conn.kind !== K_CLOSING && (conn.n += chunk.length) > this.limits.maxIgnoredInputBytes) {
         this.c.inputAbuse++;
         conn.socket.destroy();
       }
       return;
     }
-    const parser = (conn.parser ??= new RequestParser(this.limits));
+    const parser = (conn.slot as RequestParser | null) ?? (conn.slot = new RequestParser(this.limits));
     let end: number;
     try {
       end = parser.execute(chunk);
     } catch (err) {
-      conn.parser = null;
+      conn.slot = null;
       if (err instanceof RequestError) this.fail(conn, err.status, err.message);
       else this.fail(conn, 400, 'unparsable request');
       return;
     }
     if (end < 0) return;
-    conn.parser = null;
+    conn.slot = null;
     this.waiting.delete(conn);
-    conn.ignored = chunk.length - end;
+    conn.n = chunk.length - end;
     this.route(conn, parser.head);
   }
 
@@ -252,7 +254,7 @@ export class StreamServer {
   private answer(conn: Conn, bytes: Buffer): void {
     this.waiting.delete(conn);
     conn.kind = K_CLOSING;
-    conn.deadline = now() + this.limits.lingerMs;
+    conn.n = now() + this.limits.lingerMs;
     this.closing.add(conn);
     this.write(conn.socket, bytes);
     conn.socket.end();
@@ -268,16 +270,13 @@ export class StreamServer {
     this.live.delete(conn);
     this.waiting.delete(conn);
     this.closing.delete(conn);
-    conn.parser = null;
     if (conn.kind === K_HTML || conn.kind === K_HTML_PLAIN || conn.kind === K_SSE) {
       this.streams--;
       this.c.closed++;
       this.router.logout(conn);
-      if (conn.pending !== null) {
-        this.c.chunksDropped += Array.isArray(conn.pending) ? conn.pending.length : 1;
-        conn.pending = null;
-      }
+      if (conn.slot !== null) this.c.chunksDropped += Array.isArray(conn.slot) ? conn.slot.length : 1;
     }
+    conn.slot = null;
     conn.kind = K_CLOSING;
     if (this.allClosed && this.live.size === 0) this.allClosed();
   }
@@ -291,14 +290,14 @@ export class StreamServer {
       if (kind !== K_HTML && kind !== K_HTML_PLAIN && kind !== K_SSE) continue;
       const body = kind === K_SSE ? framed.sseBody() : framed.htmlBody();
       conn.seq++;
-      const p = conn.pending;
+      const p = conn.slot as Buffer | Buffer[] | null;
       if (p === null) {
-        conn.pending = body;
+        conn.slot = body;
         this.dirty.push(conn);
       } else if (Array.isArray(p)) {
         p.push(body);
       } else {
-        conn.pending = [p, body];
+        conn.slot = [p, body];
       }
       n++;
     }
@@ -317,8 +316,8 @@ export class StreamServer {
     this.dirty = [];
     const cap = this.limits.maxBufferBytes;
     for (const conn of dirty) {
-      const p = conn.pending;
-      conn.pending = null;
+      const p = conn.slot as Buffer | Buffer[] | null;
+      conn.slot = null;
       if (p === null) continue; // closed in between; already counted as dropped
       const bodies = Array.isArray(p) ? p : null;
       const count = bodies ? bodies.length : 1;
@@ -366,13 +365,13 @@ export class StreamServer {
   private sweep(): void {
     const t = now();
     for (const conn of this.waiting) {
-      if (conn.deadline > t) break;
+      if (conn.n > t) break;
       this.c.timeouts++;
-      conn.parser = null;
+      conn.slot = null;
       this.fail(conn, 408, `request not completed within ${this.limits.requestTimeoutMs} ms`);
     }
     for (const conn of this.closing) {
-      if (conn.deadline > t) break;
+      if (conn.n > t) break;
       this.closing.delete(conn);
       conn.socket.destroy();
     }
@@ -433,6 +432,7 @@ export class StreamServer {
   }
 }
 
+/** Whole milliseconds on the monotonic clock (a Smi, unlike performance.now()'s fraction). */
 function now(): number {
-  return performance.now();
+  return Math.floor(performance.now());
 }

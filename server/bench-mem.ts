@@ -1,0 +1,198 @@
+// Memory sanity check of the comet server (a script, not a test): RSS and PSS of the server process with 0,
+// half and all of N idle `/test/<id>` streams open, then after one message to every id.
+//
+//   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--addrs 4] [--settle 3s]
+//
+// The server runs as the real CLI (with its shebang's node flags) in a child process; the client runs in
+// another child process (raw node:net, spread over destination addresses 127.0.0.1..127.0.0.<addrs>), so neither
+// side's memory pollutes the other. Everything is bounded (count and a 180 s deadline) and stops by itself.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { parseDuration, parseIntFlag } from '../lib/flags.js';
+
+const SELF = fileURLToPath(import.meta.url);
+const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+const DEADLINE_MS = 180_000;
+
+interface Mem {
+  rssKB: number;
+  pssKB: number;
+}
+
+function smaps(pid: number): Mem {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { rssKB: kb('Rss'), pssKB: kb('Pss') };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Client mode: opens `conns` streams, reports progress on IPC, holds them until told to stop. */
+async function client(port: number, addrs: number): Promise<void> {
+  const sockets: net.Socket[] = [];
+  let ok = 0;
+  let failed = 0;
+  let bytes = 0;
+  const send = (m: object): void => void process.send!(m);
+  const openOne = (i: number): Promise<void> =>
+    new Promise((resolve) => {
+      const s = net.connect({ port, host: `127.0.0.${1 + (i % addrs)}` });
+      sockets.push(s);
+      let head = false;
+      s.on('connect', () => s.write(`GET /test/${i + 1} HTTP/1.1\r\nHost: bench\r\n\r\n`));
+      s.on('data', (d: Buffer) => {
+        bytes += d.length;
+        if (!head) {
+          head = true;
+          ok++;
+          resolve();
+        }
+      });
+      s.on('error', () => {
+        if (!head) {
+          failed++;
+          resolve();
+        }
+      });
+    });
+  process.on('message', async (m: { cmd: string; upto?: number }) => {
+    if (m.cmd === 'open') {
+      // Open in bounded parallel batches so the accept queue never overflows.
+      for (let i = sockets.length; i < m.upto!; i += 200) {
+        const batch: Promise<void>[] = [];
+        for (let j = i; j < Math.min(i + 200, m.upto!); j++) batch.push(openOne(j));
+        await Promise.all(batch);
+      }
+      send({ ev: 'opened', ok, failed });
+    } else if (m.cmd === 'bytes') {
+      send({ ev: 'bytes', bytes });
+    } else if (m.cmd === 'stop') {
+      for (const s of sockets) s.destroy();
+      process.exit(0);
+    }
+  });
+  send({ ev: 'ready' });
+  setTimeout(() => process.exit(3), DEADLINE_MS).unref();
+}
+
+function waitMessage(child: ChildProcess, ev: string): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    const onMsg = (m: Record<string, unknown>): void => {
+      if (m.ev === ev) {
+        child.off('message', onMsg);
+        resolve(m as Record<string, number>);
+      }
+    };
+    child.on('message', onMsg);
+    child.once('exit', (code) => reject(new Error(`client exited (${code}) while waiting for ${ev}`)));
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      conns: { type: 'string', default: '10000' },
+      addrs: { type: 'string', default: '4' },
+      settle: { type: 'string', default: '3s' },
+      client: { type: 'string' },
+    },
+    strict: true,
+  });
+  const conns = parseIntFlag('--conns', values.conns!, 1, 18_000);
+  const addrs = parseIntFlag('--addrs', values.addrs!, 1, 254);
+  if (values.client !== undefined) return client(Number(values.client), addrs);
+  const settleMs = parseDuration('--settle', values.settle!, 0, 60_000);
+
+  const hardStop = setTimeout(() => {
+    process.stderr.write('bench-mem: deadline reached, stopping\n');
+    cleanup();
+    process.exit(1);
+  }, DEADLINE_MS);
+  const children: ChildProcess[] = [];
+  const cleanup = (): void => {
+    for (const c of children) if (c.exitCode === null && c.pid) process.kill(c.pid, 'SIGKILL');
+  };
+
+  // The bench listens on every local address so the client can spread over 127.0.0.1..127.0.0.N; only loopback is targeted.
+  const server = spawn(process.execPath, ['--max-semi-space-size=1', '--optimize-for-size', CLI, '--host', '0.0.0.0', '--port', '0', '--control-port', '0'], {
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
+  children.push(server);
+  let err = '';
+  server.stderr!.on('data', (d) => (err += d));
+  let port = 0;
+  let control = 0;
+  for (let i = 0; i < 500 && !port; i++) {
+    const m = /port=(\d+) control=(\d+)/.exec(err);
+    if (m) [port, control] = [Number(m[1]), Number(m[2])];
+    else await sleep(20);
+  }
+  if (!port) throw new Error(`server did not start: ${err}`);
+  const pid = server.pid!;
+  const stats = async (): Promise<Record<string, number>> => (await fetch(`http://127.0.0.1:${control}/stats`)).json() as Promise<Record<string, number>>;
+
+  const rows: Array<{ label: string; conns: number; mem: Mem; heapMB: number }> = [];
+  const sample = async (label: string): Promise<void> => {
+    await sleep(settleMs);
+    const st = await stats();
+    rows.push({ label, conns: st.connections!, mem: smaps(pid), heapMB: st.heapUsed! / 1048576 });
+    process.stderr.write(`${label}: ${st.connections} streams, RSS ${smaps(pid).rssKB} kB\n`);
+  };
+  await sample('idle');
+
+  const cl = spawn(process.execPath, [SELF, '--client', String(port), '--conns', String(conns), '--addrs', String(addrs)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  children.push(cl);
+  await waitMessage(cl, 'ready');
+  const half = Math.floor(conns / 2);
+  cl.send({ cmd: 'open', upto: half });
+  let r = await waitMessage(cl, 'opened');
+  await sample(`${r.ok} open`);
+  cl.send({ cmd: 'open', upto: conns });
+  r = await waitMessage(cl, 'opened');
+  await sample(`${r.ok} open`);
+  if (r.failed) process.stderr.write(`bench-mem: ${r.failed} connections failed\n`);
+
+  // One message to every id, in NDJSON batches, then measure again (output buffers must be gone at rest).
+  for (let i = 0; i < conns; i += 1000) {
+    let body = '';
+    for (let j = i; j < Math.min(i + 1000, conns); j++) body += JSON.stringify({ id: j + 1, msg: `Fake message Num = ${j}` }) + '\n';
+    await fetch(`http://127.0.0.1:${control}/send`, { method: 'POST', body });
+  }
+  await sample(`${r.ok} open, after 1 msg each`);
+  const st = await stats();
+
+  cl.send({ cmd: 'stop' });
+  await new Promise((res) => cl.once('exit', res));
+  process.kill(pid, 'SIGTERM');
+  await new Promise((res) => server.once('exit', res));
+  clearTimeout(hardStop);
+
+  const idle = rows[0]!;
+  const mid = rows[1]!;
+  const full = rows[2]!;
+  const fmt = (n: number, d = 1): string => n.toFixed(d).padStart(9);
+  process.stdout.write(`\nnode ${process.version}, server flags --max-semi-space-size=1 --optimize-for-size; load avg ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
+  process.stdout.write(`${'state'.padEnd(34)} ${'streams'.padStart(8)} ${'RSS MB'.padStart(9)} ${'PSS MB'.padStart(9)} ${'heap MB'.padStart(9)} ${'RSS KB/c'.padStart(9)} ${'PSS KB/c'.padStart(9)}\n`);
+  for (const row of rows) {
+    const per = (kb: number): string => (row.conns ? fmt(kb / row.conns, 2) : fmt(0, 2).replace(/0\.00/, '   -'));
+    process.stdout.write(
+      `${row.label.padEnd(34)} ${String(row.conns).padStart(8)} ${fmt(row.mem.rssKB / 1024)} ${fmt(row.mem.pssKB / 1024)} ${fmt(row.heapMB)} ${per(row.mem.rssKB)} ${per(row.mem.pssKB)}\n`,
+    );
+  }
+  const dc = full.conns - mid.conns;
+  process.stdout.write(
+    `marginal ${mid.conns}→${full.conns}: RSS ${((full.mem.rssKB - mid.mem.rssKB) / dc).toFixed(2)} KB/conn, PSS ${((full.mem.pssKB - mid.mem.pssKB) / dc).toFixed(2)} KB/conn; ` +
+      `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn\n`,
+  );
+  process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench-mem: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exitCode = 1;
+});
