@@ -30,7 +30,7 @@ Usage: msggen [--procs 10] [--rate 10] [--num 1000000] [--max 10000] [--target h
   --connections N   keep-alive connections (in-flight requests are bounded by connections × pipelining)
                                                                                default ${LIMITS.connections}     (1..${RANGES.connections[1]})
   --pipelining N    HTTP requests per connection in flight                     default ${LIMITS.pipelining}     (1..${RANGES.pipelining[1]})
-  --late D          a send issued more than D after its scheduled time is late default ${LIMITS.lateMs}ms
+  --late D          a send issued over D after its scheduled time is late     default ${LIMITS.lateMs}ms
   --json            one NDJSON {"type":"sample"} per second on stdout, then {"type":"summary"}
   --quiet           no per-second progress lines on stderr (the summary is still printed)
   -h, --help        this text

@@ -12,11 +12,11 @@ function pad(n: number | string, width: number): string {
   return String(n).padStart(width);
 }
 
-/** One progress line: `[  3s] sent 1000/s acked 1000/s late 0 behind 0 inflight 2 p50 450us p99 1.20ms errors none`. */
+/** One progress line: `[   3.0s] sent 1000/s acked 1000/s late 0 behind 0 inflight 2 p50 450us p99 1.20ms errors none`. */
 export function formatSample(s: Sample): string {
   const iv = s.interval > 0 ? s.interval : 1;
   return (
-    `[${pad(Math.round(s.t), 4)}s] sent ${pad(Math.round(s.sent / iv), 6)}/s acked ${pad(Math.round(s.acked / iv), 6)}/s` +
+    `[${pad(s.t.toFixed(1), 6)}s] sent ${pad(Math.round(s.sent / iv), 6)}/s acked ${pad(Math.round(s.acked / iv), 6)}/s` +
     ` late ${s.late} behind ${s.behind} inflight ${s.inFlight}` +
     ` p50 ${formatMicros(s.latency.p50)} p99 ${formatMicros(s.latency.p99)} errors ${formatErrors(s.errors)}`
   );
