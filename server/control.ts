@@ -63,8 +63,9 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
       const headers: http.OutgoingHttpHeaders = {};
       if (status === 401) headers['www-authenticate'] = 'Bearer realm="c1m"';
       if (status === 413) headers.connection = 'close';
+      // After a 413 the rest of the body is discarded; with Connection: close node closes the socket once the
+      // answer is written, so at most what is already in flight gets read.
       sendJson(res, status, { error: message, ...extra }, headers);
-      // After a 413 the rest of the body is not read; drain a bounded amount so the client sees the answer.
       if (status === 413) req.resume();
     });
   });
@@ -105,7 +106,13 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
       await sendBatch(body.toString('utf8'), res);
       return;
     }
-    const id = parseId(decodeURIComponent(path.slice(6)));
+    let rawId: string;
+    try {
+      rawId = decodeURIComponent(path.slice(6));
+    } catch {
+      throw new HttpError(400, 'bad id: malformed percent-encoding');
+    }
+    const id = parseId(rawId);
     if (typeof id === 'string') throw new HttpError(400, `bad id: ${id}`);
     const body = await readBody(req, opts.limits.maxMessageBytes);
     const delivered = await target.publish(id, body.toString('utf8'));
@@ -155,6 +162,8 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     server.once('error', reject);
     server.listen({ host: opts.host, port: opts.port }, () => {
       server.off('error', reject);
+      // Accept failures after start (EMFILE) must not take the server down; node keeps listening.
+      server.on('error', () => undefined);
       resolve();
     });
   });

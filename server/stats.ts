@@ -40,6 +40,8 @@ export class Counters {
   socketErrors = 0;
   /** Control API requests refused with 401. */
   unauthorized = 0;
+  /** Failed accepts on the public port (e.g. EMFILE at the open-files limit). */
+  acceptErrors = 0;
 }
 
 /** The /stats document; field names are part of the contract other tools read. */
@@ -66,6 +68,7 @@ export interface ServerStats {
   heartbeats: number;
   socketErrors: number;
   unauthorized: number;
+  acceptErrors: number;
   rss: number;
   heapUsed: number;
   heapTotal: number;
@@ -101,6 +104,7 @@ export function snapshot(c: Counters, gauges: { connections: number; ids: number
     heartbeats: c.heartbeats,
     socketErrors: c.socketErrors,
     unauthorized: c.unauthorized,
+    acceptErrors: c.acceptErrors,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
     heapTotal: mem.heapTotal,
@@ -135,6 +139,7 @@ const METRICS: Array<[keyof ServerStats, 'gauge' | 'counter', string, string]> =
   ['heartbeats', 'counter', 'c1m_heartbeats_total', 'SSE heartbeat comments written.'],
   ['socketErrors', 'counter', 'c1m_socket_errors_total', 'Socket errors on the public port.'],
   ['unauthorized', 'counter', 'c1m_unauthorized_total', 'Control API requests refused with 401.'],
+  ['acceptErrors', 'counter', 'c1m_accept_errors_total', 'Failed accepts on the public port.'],
   ['rss', 'gauge', 'c1m_process_rss_bytes', 'Resident set size of the server process.'],
   ['heapUsed', 'gauge', 'c1m_process_heap_used_bytes', 'V8 heap in use.'],
   ['heapTotal', 'gauge', 'c1m_process_heap_total_bytes', 'V8 heap reserved.'],

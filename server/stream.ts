@@ -12,6 +12,10 @@
 //   deadline order (every connection gets the same timeout), so a sweep stops at the first live entry;
 // - a message is framed once per format into one Buffer, shared by all receivers; each receiver adds only
 //   its sequence prefix, and everything queued for one connection in one tick is written in one write.
+// Reads are not paused after the request: a paused socket would never notice the client's FIN, so a closed
+// browser tab would stay logged in until the next write failed. Input after the request is read and dropped
+// (libuv allocates a read buffer only when bytes arrive, so an idle stream holds none), and a client that keeps
+// sending is cut. Nagle is off (noDelay): each tick's batch is one write and should leave at once.
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -139,6 +143,8 @@ export class StreamServer {
         this.server.off('error', onErr);
         this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs).unref();
         this.heartbeatTimer = setInterval(() => this.heartbeat(), this.limits.heartbeatMs).unref();
+        // Accept failures (EMFILE at the open-files limit, ECONNABORTED) must not take the server down.
+        this.server.on('error', () => this.c.acceptErrors++);
         resolve((this.server.address() as net.AddressInfo).port);
       });
     });
@@ -383,6 +389,7 @@ export class StreamServer {
     for (const conn of this.live) {
       if (conn.kind !== K_SSE) continue;
       const socket = conn.socket;
+      if (socket.destroyed) continue;
       if (socket.writableLength > cap) {
         this.c.slowDrops++;
         socket.destroy();
