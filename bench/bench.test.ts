@@ -3,11 +3,13 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { parseLog } from '../memlog/row.js';
 import { benchOptions, PRESETS } from './options.js';
-import { buildUrls, startBench, type BenchHandle } from './run.js';
+import { buildUrls, serverProcsOf, startBench, type BenchHandle } from './run.js';
 import type { Summary } from './summary.js';
 
 describe('buildUrls', () => {
@@ -15,6 +17,15 @@ describe('buildUrls', () => {
     assert.equal(buildUrls('http://{host}:{port}/test/{id}', 5, ['127.0.0.1', '127.0.0.2'], [8000, 8001]),
       'http://127.0.0.1:8000/test/1\nhttp://127.0.0.2:8000/test/2\nhttp://127.0.0.1:8001/test/3\nhttp://127.0.0.2:8001/test/4\nhttp://127.0.0.1:8000/test/5\n');
     assert.equal(buildUrls('http://127.0.0.1:8080/sub/{id}', 2, ['x'], [1]), 'http://127.0.0.1:8080/sub/1\nhttp://127.0.0.1:8080/sub/2\n');
+  });
+});
+
+describe('serverProcsOf', () => {
+  it('reads --workers from the server flags', () => {
+    assert.equal(serverProcsOf([], 10_000), 1);
+    assert.equal(serverProcsOf(['--workers', '4'], 10_000), 4);
+    assert.equal(serverProcsOf(['--workers=3'], 10_000), 3);
+    assert.equal(serverProcsOf(['--workers', 'auto'], 100_000), 6); // 100,000 / 18,000 rounded up, ≥ the cores
   });
 });
 
@@ -57,6 +68,27 @@ describe('bench flags', () => {
     assert.throws(() => benchOptions(['--msg-rate', '100', '--procs', '10', '--rate', '5'], quiet), /--msg-rate: 100 disagrees/);
     assert.throws(() => benchOptions(['--server-cmd', 'nginx'], quiet), /--url-template: is required/);
     assert.throws(() => benchOptions(['--publish-template', 'http://h:1/pub?id={id}'], quiet), /--publish-template: .* POST <origin>\/send\/\{id\} only/);
+  });
+});
+
+describe('c1m CLI', () => {
+  const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
+  it('--help for each subcommand; bad flags and subcommands exit 2 naming them', () => {
+    for (const sub of [[], ['bench'], ['preflight'], ['compare']]) {
+      const r = run(...sub, '--help');
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /c1m/);
+    }
+    const bad = run('bench', '--duration', '0s');
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /^c1m: --duration: 0s is out of range \(1s to 720h\)/);
+    const unknown = run('bench', '--conn', '5');
+    assert.equal(unknown.status, 2);
+    assert.match(unknown.stderr, /--conn/);
+    const sub = run('benchmark');
+    assert.equal(sub.status, 2);
+    assert.match(sub.stderr, /unknown subcommand 'benchmark' \(allowed: preflight, bench, compare\)/);
   });
 });
 

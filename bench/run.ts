@@ -8,6 +8,7 @@
 // the run folder is still written with what was collected; the problem becomes an incident that makes it invalid.
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseLog } from '../memlog/row.js';
 import { startChild, stopChild, type Child } from './children.js';
@@ -18,6 +19,7 @@ import { readSnapshot } from './procfs.js';
 import { computeSummary, formatSummaryMd, type CpuFigures, type FloodResult, type MemSample, type MsggenResult, type Phases, type ServerStats, type Summary } from './summary.js';
 import { floodtestArgs, memlogArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, REPO_DIR, serverArgs, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
 import { writeRunCharts } from './charts.js';
+import { defaultClientProcs } from './topology.js';
 
 /** Options of one run (the CLI fills them from flags and presets). */
 export interface BenchOptions {
@@ -141,9 +143,10 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
 
   // ---- Preflight ----
   const snapshot: ProcSnapshot = await readSnapshot({ procRoot: o.procRoot, serverPid: o.serverPid });
-  const clientProcs = Math.max(1, Math.ceil(o.conns / 18_000));
+  const clientProcs = defaultClientProcs(o.conns);
+  const serverProcs = serverProcsOf(o.serverFlags, o.conns);
   const pre: PreflightReport = checkPreflight(snapshot, {
-    conns: o.conns, serverProcs: 1, clientProcs, destHosts: o.destHosts, destPorts: [8000], connectRate: o.connectRate,
+    conns: o.conns, serverProcs, clientProcs, destHosts: o.destHosts, destPorts: [8000], connectRate: o.connectRate,
   });
   writeFileSync(file('preflight.txt'), formatReport(pre));
   if (!pre.allOk) {
@@ -454,7 +457,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     argv: o.argv,
     preset: o.preset ?? null,
     options: { ...o, log: undefined, argv: undefined },
-    derived: { msgRate, clientProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? serverArgs(host0(o)).slice(0, 2) : null },
+    derived: { msgRate, clientProcs, serverProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? serverArgs(host0(o)).slice(0, 2) : null },
     startedAt: new Date(phases.start).toISOString(),
     endedAt: new Date(phases.end).toISOString(),
     phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, v === undefined ? null : new Date(v).toISOString()])),
@@ -480,6 +483,16 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   }
   phase = 'done';
   return { out, summary, files: files.filter((f) => existsSync(file(f))) };
+}
+
+/** Server processes a run will have: `--workers N` (or `auto`: the cores, or enough for the open-files limit). */
+export function serverProcsOf(serverFlags: readonly string[], conns: number): number {
+  const i = serverFlags.findIndex((f) => f === '--workers' || f.startsWith('--workers='));
+  if (i < 0) return 1;
+  const v = serverFlags[i]!.includes('=') ? serverFlags[i]!.split('=')[1] : serverFlags[i + 1];
+  if (v === 'auto') return Math.max(cpus().length, defaultClientProcs(conns));
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 1 ? n : 1;
 }
 
 function serverHelp(): string | undefined {
