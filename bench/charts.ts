@@ -64,38 +64,55 @@ interface LatPoint {
 }
 
 /**
- * Delivery latency percentiles (p50/p90/p99/p99.9/max, ms, log scale) against minutes since the first message, from
- * floodtest's samples. floodtest's sample percentiles are cumulative since its start, so the lines show how the
- * run's distribution settles; a spike shows up as a step.
+ * Latency percentiles (ms, log scale) against minutes since the first message, in two panels:
+ * - delivery (msggen's scheduled send → floodtest's arrival), from floodtest's samples, whose percentiles are
+ *   cumulative since its start: the lines show how the run's distribution settles, a burst shows as a step;
+ * - publish (scheduled send → the server's ack), from msggen's samples, per second: a spike shows where it happened.
  */
-export function latencySpec(floodSamples: readonly Record<string, unknown>[], msgStartMs: number | undefined, title: string): vl.TopLevelSpec | undefined {
-  const pts: LatPoint[] = [];
+export function latencySpec(
+  floodSamples: readonly Record<string, unknown>[],
+  msggenSamples: readonly Record<string, unknown>[],
+  msgStartMs: number | undefined,
+  title: string,
+): vl.TopLevelSpec | undefined {
   const keys: [string, string][] = [['p50', 'p50'], ['p90', 'p90'], ['p99', 'p99'], ['p999', 'p99.9'], ['max', 'max']];
-  const rows = downsample(floodSamples.filter((s) => s.type === 'sample'));
-  for (const s of rows) {
-    const lat = s.latency as Record<string, number> | undefined;
-    const ts = typeof s.ts === 'number' ? s.ts : undefined;
-    if (!lat || !(lat.count! > 0) || ts === undefined) continue;
-    const minutes = (ts - (msgStartMs ?? ts)) / 60_000;
-    for (const [k, label] of keys) if (typeof lat[k] === 'number') pts.push({ minutes: Math.round(minutes * 1000) / 1000, percentile: label, ms: Math.max(0.001, lat[k]! / 1000) });
-  }
-  if (pts.length === 0) return undefined;
+  const points = (rows: readonly Record<string, unknown>[], minutesOf: (r: Record<string, unknown>) => number | undefined): LatPoint[] => {
+    const pts: LatPoint[] = [];
+    for (const s of downsample(rows.filter((r) => r.type === 'sample'))) {
+      const lat = s.latency as Record<string, number> | undefined;
+      const minutes = minutesOf(s);
+      if (!lat || !(lat.count! > 0) || minutes === undefined) continue;
+      for (const [k, label] of keys) if (typeof lat[k] === 'number') pts.push({ minutes: Math.round(minutes * 1000) / 1000, percentile: label, ms: Math.max(0.001, lat[k]! / 1000) });
+    }
+    return pts;
+  };
+  // floodtest samples carry wall-clock `ts` (ms); msggen samples carry `t`, seconds since msggen (= the messages) started.
+  const delivery = points(floodSamples, (s) => (typeof s.ts === 'number' ? (s.ts - (msgStartMs ?? s.ts)) / 60_000 : undefined));
+  const publish = points(msggenSamples, (s) => (typeof s.t === 'number' ? s.t / 60 : undefined));
+  if (delivery.length === 0 && publish.length === 0) return undefined;
+  const panel = (pts: LatPoint[], what: string, xTitle: boolean) => ({
+    width: CHART_STYLE.width,
+    height: pts === delivery ? CHART_STYLE.height : CHART_STYLE.smallHeight + 60,
+    title: { text: what, fontSize: 12, anchor: 'start' as const, fontWeight: 'normal' as const },
+    data: { values: pts },
+    mark: { type: 'line' as const, strokeWidth: 1.5 },
+    encoding: {
+      x: { field: 'minutes', type: 'quantitative' as const, title: xTitle ? 'minutes since the first message' : null },
+      y: { field: 'ms', type: 'quantitative' as const, title: 'latency (ms, log scale)', scale: { type: 'log' as const } },
+      color: { field: 'percentile', type: 'nominal' as const, sort: keys.map((k) => k[1]), title: null },
+    },
+  });
+  const panels = [];
+  if (delivery.length) panels.push(panel(delivery, 'delivery: msggen scheduled send → floodtest arrival (cumulative percentiles since the start)', publish.length === 0));
+  if (publish.length) panels.push(panel(publish, 'publish: msggen scheduled send → server ack (percentiles per second)', true));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: title, subtitle: 'delivery latency, msggen scheduled send → floodtest arrival (cumulative percentiles since the start)', ...titleStyle },
-    width: CHART_STYLE.width,
-    height: CHART_STYLE.height,
+    title: { text: title, subtitle: 'latency percentiles over the message phase', ...titleStyle },
     background: 'white',
     padding: 12,
     config,
-    data: { values: pts },
-    mark: { type: 'line', strokeWidth: 1.5 },
-    encoding: {
-      x: { field: 'minutes', type: 'quantitative', title: 'minutes since the first message' },
-      y: { field: 'ms', type: 'quantitative', title: 'latency (ms, log scale)', scale: { type: 'log' } },
-      color: { field: 'percentile', type: 'nominal', sort: keys.map((k) => k[1]), title: null },
-    },
-  };
+    vconcat: panels,
+  } as vl.TopLevelSpec;
 }
 
 /** Memory of several runs against minutes since each run's first sample (compare's overlay). */
@@ -125,7 +142,13 @@ export function overlaySpec(runs: readonly { name: string; mem: readonly MemSamp
 }
 
 /** Writes every chart of a run folder; returns the file names written. */
-export async function writeRunCharts(dir: string, floodSamples: readonly Record<string, unknown>[], phases: Phases, title: string): Promise<string[]> {
+export async function writeRunCharts(
+  dir: string,
+  floodSamples: readonly Record<string, unknown>[],
+  msggenSamples: readonly Record<string, unknown>[],
+  phases: Phases,
+  title: string,
+): Promise<string[]> {
   const files: string[] = [];
   const memPath = join(dir, 'mem.tsv');
   const rows = existsSync(memPath) ? parseLog(readFileSync(memPath, 'utf8')) : [];
@@ -134,7 +157,7 @@ export async function writeRunCharts(dir: string, floodSamples: readonly Record<
     await plotLog(rows, { out: join(dir, 'mem.png'), svg: true, subtitle: title });
     files.push('mem.svg', 'mem.png');
   }
-  const l = latencySpec(floodSamples, phases.msgStart, title);
+  const l = latencySpec(floodSamples, msggenSamples, phases.msgStart, title);
   if (l) files.push(...(await writeChart(dir, 'latency', l)));
   return files;
 }

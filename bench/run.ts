@@ -477,7 +477,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   writeFileSync(file('summary.md'), formatSummaryMd(summary, title, context));
   const files = ['manifest.json', 'summary.json', 'summary.md', 'mem.tsv', 'flood.ndjson', 'msggen.ndjson', 'stats.ndjson'];
   try {
-    files.push(...(await writeRunCharts(out, floodSamples.map((r) => r.raw), phases, title)));
+    files.push(...(await writeRunCharts(out, floodSamples.map((r) => r.raw), msggenSamples.map((r) => r.raw), phases, title)));
   } catch (err) {
     o.log(`charts: ${err instanceof Error ? err.message : String(err)}`);
   }
