@@ -210,7 +210,9 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
   const startWall = Date.now();
   const t0 = performance.now();
 
+  let finalSample: Sample | null = null; // after stop, the histogram is gone: samples are frozen at the stop
   const sample = (): Sample => {
+    if (finalSample !== null) return finalSample;
     const rss = currentRss();
     if (rss > rssPeak) rssPeak = rss;
     return {
@@ -251,6 +253,7 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
     const last = sample();
     const durationMs = Date.now() - startWall;
     stopping = engine.stop().then(() => {
+      finalSample = last;
       eld.disable();
       const rampMs = engine.peak > 0 ? Math.max(1, Math.round(engine.peakAtMs - (engine.firstConnectAt - engine.t0))) : 0;
       const errorsTotal = Object.values(last.errors).reduce((a, b) => a + b, 0);
