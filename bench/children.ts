@@ -33,15 +33,35 @@ export interface SpawnOptions {
   shell?: boolean;
 }
 
+/** Children started and not yet exited, so an exiting c1m can still stop them (see killAllChildrenSync). */
+const live = new Set<Child>();
+
+/**
+ * Sends `signal` to every child still running; synchronous, for process.on('exit') (a second Ctrl-C, a crash).
+ * Children run in their own process group (detached), so a terminal's Ctrl-C reaches only c1m, which stops them in
+ * order; this is the last resort when c1m itself exits first.
+ */
+export function killAllChildrenSync(signal: NodeJS.Signals = 'SIGKILL'): number[] {
+  const pids: number[] = [];
+  for (const c of live) {
+    try {
+      process.kill(c.pid, signal);
+      pids.push(c.pid);
+    } catch {
+      /* already gone */
+    }
+  }
+  return pids;
+}
+
 /** How many stderr lines a child keeps for error messages. */
 const STDERR_TAIL_LINES = 20;
 
 /** Starts `cmd` with piped output; rejects if it cannot be spawned at all. */
 export function startChild(name: string, cmd: string, opts: SpawnOptions): Promise<Child> {
   return new Promise((resolve, reject) => {
-    const proc = opts.shell
-      ? spawn('/bin/sh', ['-c', `exec ${cmd}`], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn(cmd, opts.args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const common = { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], detached: true };
+    const proc = opts.shell ? spawn('/bin/sh', ['-c', `exec ${cmd}`], common) : spawn(cmd, opts.args, common);
     const tail: string[] = [];
     let done = false;
     const files: WriteStream[] = [];
@@ -82,14 +102,17 @@ export function startChild(name: string, cmd: string, opts: SpawnOptions): Promi
       if (proc.pid === undefined) reject(new Error(`${name}: cannot start ${cmd}: ${err.message}`));
     });
     proc.once('spawn', () => {
-      resolve({
+      const child: Child = {
         name,
         pid: proc.pid!,
         proc,
         exited: fullyExited,
         hasExited: () => done,
         stderrTail: () => [...tail],
-      });
+      };
+      live.add(child);
+      void exited.then(() => live.delete(child));
+      resolve(child);
     });
   });
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FlagError, formatDuration, parseHostList, parseIntFlag, parsePortList } from '../lib/flags.js';
 import { onInterrupt } from '../lib/signals.js';
+import { killAllChildrenSync } from './children.js';
 import { startBench } from './run.js';
 import { BENCH_HELP, benchOptions } from './options.js';
 import { compareRuns, formatCompare } from './compare.js';
@@ -145,6 +146,9 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError(`unknown subcommand '${sub}' (allowed: preflight, bench, compare)`);
   }
 }
+
+// Whatever ends this process (a second Ctrl-C, a crash), no child of a bench outlives it.
+process.on('exit', () => killAllChildrenSync('SIGKILL'));
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
