@@ -78,6 +78,8 @@ describe('computeSummary verdict', () => {
     ['msggen behind', { msggen: { ...input().msggen!, achievedRate: 985 } }, /msggen achieved 985 msg\/s of 1000 requested \(98\.5%, need ≥ 99%\)/],
     // The server accepted fewer than msggen sent.
     ['sent ≠ accepted', { statsAfter: stats({ messagesIn: 9_999, messagesDelivered: 9_999, chunksOut: 10_000 }) }, /sent 10,000, acked 10,000, accepted by the server 9,999/],
+    // The server's own accounting must add up: accepted = delivered + to nobody.
+    ['server accounting', { statsAfter: stats({ messagesIn: 10_000, messagesDelivered: 9_000, toNobody: 999, chunksOut: 10_000 }) }, /accepted 10,000 = delivered 9,000 \+ to nobody 999/],
     // floodtest counted fewer chunks than the server wrote.
     ['delivered ≠ received', { flood: { ...input().flood!, chunks: 9_990 } }, /chunks delivered by the server 10,000, received by floodtest 9,990/],
     // Connections dropped mid-run.

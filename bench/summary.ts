@@ -172,6 +172,8 @@ export interface MessageFigures {
   toNobody: number | null;
   slowDrops: number | null;
   chunksOut: number | null;
+  /** Per-connection deliveries the server dropped (their connection closed or was cut as a slow consumer first). */
+  chunksDropped: number | null;
   chunksReceived: number | null;
   /** Server deliveries msggen saw in the acks (sum of `delivered`). */
   deliveredAcked: number | null;
@@ -306,6 +308,7 @@ export function computeSummary(inp: SummaryInput): Summary {
     toNobody: delta(sb, sa, 'toNobody'),
     slowDrops: delta(sb, sa, 'slowDrops'),
     chunksOut: delta(sb, sa, 'chunksOut'),
+    chunksDropped: delta(sb, sa, 'chunksDropped'),
     chunksReceived: f ? f.chunks : null,
     deliveredAcked: g?.delivered ?? null,
   };
@@ -339,6 +342,10 @@ export function computeSummary(inp: SummaryInput): Summary {
     if (inp.serverHasStats) {
       check('sent = accepted', messages.acked !== null && messages.accepted === messages.acked && messages.sent === messages.acked,
         `sent ${fmtN(messages.sent)}, acked ${fmtN(messages.acked)}, accepted by the server ${fmtN(messages.accepted)}`);
+      if (messages.accepted !== null && messages.delivered !== null && messages.toNobody !== null) {
+        check('accepted = delivered + to nobody', messages.accepted === messages.delivered + messages.toNobody,
+          `accepted ${fmtN(messages.accepted)} = delivered ${fmtN(messages.delivered)} + to nobody ${fmtN(messages.toNobody)}`);
+      }
       check('delivered = received', messages.chunksOut !== null && messages.chunksOut === messages.chunksReceived,
         `chunks delivered by the server ${fmtN(messages.chunksOut)}, received by floodtest ${fmtN(messages.chunksReceived)}`);
       if (messages.deliveredAcked !== null && messages.chunksOut !== null) {
@@ -418,7 +425,7 @@ export function formatSummaryMd(s: Summary, title: string, context: string[]): s
   out.push(`| sent / acked / publish errors | ${v(g.sent)} / ${v(g.acked)} / ${v(g.publishErrors)} |`);
   out.push(`| accepted by the server | ${v(g.accepted)} |`);
   out.push(`| delivered (reached ≥ 1 connection) / to nobody | ${v(g.delivered)} / ${v(g.toNobody)} |`);
-  out.push(`| slow-consumer drops | ${v(g.slowDrops)} |`);
+  out.push(`| slow-consumer drops (connections cut) / chunks dropped | ${v(g.slowDrops)} / ${v(g.chunksDropped)} |`);
   out.push(`| chunks delivered by the server / received by floodtest | ${v(g.chunksOut)} / ${v(g.chunksReceived)} |`);
   const l = s.latency;
   out.push('', '## Delivery latency (msggen scheduled send → floodtest arrival)', '', '| count | p50 | p90 | p99 | p99.9 | max |', '|---|---|---|---|---|---|');
