@@ -155,7 +155,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     o.log(`preflight: ok, this machine reaches ${pre.reachable.toLocaleString('en-US')} connections as configured`);
   }
   if (!pre.canReach) {
-    if (o.preflightStops) throw new Error(`preflight: this machine reaches ${pre.reachable} connections as configured, not ${o.conns}; see ${file('preflight.txt')}`);
+    if (o.preflightStops) throw new Error(`preflight: this machine reaches ${pre.reachable} connections as configured, not ${o.conns} (fix as above, or --force to run anyway; report in ${file('preflight.txt')})`);
     incidents.push(`preflight: this machine reaches only ${pre.reachable} of ${o.conns} connections as configured`);
   }
   const machine: MachineInfo = machineInfo(REPO_DIR);
