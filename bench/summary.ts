@@ -330,7 +330,7 @@ export function computeSummary(inp: SummaryInput): Summary {
     }
   }
   if (inp.cpu.floodtest !== undefined && f && f.eventLoopDelayP99Ms === undefined) {
-    check('client not saturated', inp.cpu.floodtest <= L.maxGeneratorCpuPct * Math.max(1, 1), `floodtest CPU ${r1(inp.cpu.floodtest)}% (limit ${L.maxGeneratorCpuPct}%)`);
+    check('client not saturated', inp.cpu.floodtest <= L.maxGeneratorCpuPct, `floodtest CPU ${r1(inp.cpu.floodtest)}% (limit ${L.maxGeneratorCpuPct}%)`);
   }
   if (p.msgStart !== undefined) {
     if (!g) check('publisher', false, 'msggen reported nothing');
