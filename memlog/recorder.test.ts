@@ -126,16 +126,21 @@ test('counts the real connections of a child server, sees closes, ignores other 
   assert.ok(row.cpuPct !== null && row.cpuPct >= 0);
   assert.equal(row.kbPerConn, row.treeRssKb! / 25);
 
+  // New connections reuse the closed fds' numbers: the fd → inode cache must notice.
+  await connect(port!, 10);
+  await waitFor((m) => m.open === 50, '10 more accepted');
+  assert.equal(rec.sampleNow()!.conns, 35);
+
   child.kill('SIGTERM');
   const end = await rec.done;
   assert.equal(end.reason, 'exited');
-  assert.equal(end.rows, 2);
+  assert.equal(end.rows, 3);
   assert.equal(rec.sampleNow(), null);
 
   const text = readFileSync(out, 'utf8');
   assert.equal(text.match(/^# date\tunix\trss_kb\tconns/gm)?.length, 1);
   assert.match(text, new RegExp(`^# .*\\tpid ${child.pid} exited; memlog stopped$`, 'm'));
-  assert.deepEqual(parseLog(text).map((r) => r.conns), [40, 25]);
+  assert.deepEqual(parseLog(text).map((r) => r.conns), [40, 25, 35]);
 });
 
 test('sums a tree (a server with its own child), --no-tree watches one process, appends without a second header', async () => {
