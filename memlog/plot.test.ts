@@ -61,6 +61,12 @@ test('the rich log draws every memory series and both KB-per-connection lines', 
   assert.ok(spec.includes('Mem usage with 10k active connections'), 'default title from the peak connections');
 });
 
+test('logs longer than 6 hours are drawn against hours', () => {
+  const long = parseLog(Array.from({ length: 8 }, (_, h) => `d\t${h * 3600}\t${50_000 + h}\t${h ? 1000 : 0}\n`).join(''));
+  assert.ok(JSON.stringify(chartSpec(long)).includes('"hours elapsed"'));
+  assert.ok(JSON.stringify(chartSpec(seedRows)).includes('"minutes elapsed"'));
+});
+
 test('downsampling keeps the extremes of every bucket', () => {
   const points = Array.from({ length: 100_000 }, (_, i) => ({ min: i / 100, value: i === 54_321 ? 1e6 : i === 77_777 ? -5 : Math.sin(i / 1000), series: 's' }));
   const d = downsample(points, 2000);

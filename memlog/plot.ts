@@ -82,6 +82,9 @@ export function shortCount(n: number): string {
   return String(n);
 }
 
+/** Logs longer than this many minutes are drawn against hours elapsed. */
+export const HOURS_AFTER_MIN = 360;
+
 /** KB per connection is drawn only for samples with at least this share of the peak connections. */
 export const PERCONN_MIN_SHARE = 0.1;
 
@@ -108,7 +111,10 @@ function sorted(rows: readonly LogRow[]): LogRow[] {
 export function chartSpec(input: readonly LogRow[], opts: PlotOptions = {}): vl.TopLevelSpec {
   const rows = sorted(input);
   const t0 = rows[0]!.unix;
-  const min = (r: LogRow): number => Math.round(((r.unix - t0) / 60) * 1000) / 1000;
+  // Minutes elapsed, as in the seed's graph; hours once a log is longer than HOURS_AFTER_MIN.
+  const spanMin = (rows[rows.length - 1]!.unix - t0) / 60;
+  const perUnit = spanMin > HOURS_AFTER_MIN ? 3600 : 60;
+  const min = (r: LogRow): number => Math.round(((r.unix - t0) / perUnit) * 1000) / 1000;
   const peakConns = Math.max(...rows.map((r) => r.conns));
   const max = PLOT_LIMITS.maxPointsPerSeries;
 
@@ -130,10 +136,11 @@ export function chartSpec(input: readonly LogRow[], opts: PlotOptions = {}): vl.
     ...downsample(perConnRows.map((r) => ({ min: min(r), value: round2(r.kbPerConn ?? memOf(r) / r.conns), series: 'total' })), max),
     ...(idle === null ? [] : downsample(perConnRows.map((r) => ({ min: min(r), value: round2((memOf(r) - idle) / r.conns), series: 'marginal (above idle)' })), max)),
   ];
-  const durationMin = min(rows[rows.length - 1]!);
+  const durationMin = spanMin;
+  const xEnd = min(rows[rows.length - 1]!);
   const title = opts.title ?? `Mem usage with ${shortCount(peakConns)} active connections`;
   const subtitle = opts.subtitle ?? `${rows[0]!.date || new Date(t0 * 1000).toISOString()}, ${rows.length} samples over ${durationMin.toFixed(1)} minutes`;
-  const x = { field: 'min', type: 'quantitative' as const, title: 'minutes elapsed', scale: { domain: [0, Math.max(durationMin, 1e-3)], nice: false } };
+  const x = { field: 'min', type: 'quantitative' as const, title: perUnit === 60 ? 'minutes elapsed' : 'hours elapsed', scale: { domain: [0, Math.max(xEnd, 1e-3)], nice: false } };
   const width = PLOT_LIMITS.width - 90;
 
   return {
