@@ -31,6 +31,7 @@ Usage: msggen [--procs 10] [--rate 10] [--num 1000000] [--max 10000] [--target h
                                                                                default ${LIMITS.connections}     (1..${RANGES.connections[1]})
   --pipelining N    HTTP requests per connection in flight                     default ${LIMITS.pipelining}     (1..${RANGES.pipelining[1]})
   --late D          a send issued over D after its scheduled time is late     default ${LIMITS.lateMs}ms
+  --no-warmup       do not open the connections (one GET /healthz each) before the clock starts
   --json            one NDJSON {"type":"sample"} per second on stdout, then {"type":"summary"}
   --quiet           no per-second progress lines on stderr (the summary is still printed)
   -h, --help        this text
@@ -67,6 +68,7 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
         connections: { type: 'string' },
         pipelining: { type: 'string' },
         late: { type: 'string' },
+        'no-warmup': { type: 'boolean' },
         json: { type: 'boolean' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -98,6 +100,7 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
   o.threads = int('--threads', values.threads, RANGES.threads);
   o.connections = int('--connections', values.connections, RANGES.connections);
   o.pipelining = int('--pipelining', values.pipelining, RANGES.pipelining);
+  if (values['no-warmup']) o.warmup = false;
   if (values.late !== undefined) o.lateMs = parseDuration('--late', values.late, 0, 3_600_000);
   for (const k of Object.keys(o) as Array<keyof MsggenOptions>) if (o[k] === undefined) delete o[k];
   return { options: o, json: values.json === true, quiet: values.quiet === true };

@@ -45,8 +45,8 @@ export interface EngineConfig {
   requestTimeoutMs: number;
   /** Sends scheduled at or after this many ms are not part of the run (Infinity: no --duration). */
   durationMs: number;
-  /** Wall-clock start of the schedule, ms since the Unix epoch (shared by every thread so schedules line up). */
-  startEpochMs: number;
+  /** Open the connections before the clock starts (see Engine.warmup). */
+  warmup: boolean;
 }
 
 /** Counts kept per interval and in total. Messages: sent/acked/failed/late/delivered; requests: requests/errors. */
@@ -137,8 +137,9 @@ export class Engine {
   private readonly maxInFlight: number;
   private readonly headersSingle: Record<string, string>;
   private readonly headersBatch: Record<string, string>;
-  private readonly startMicros: number;
-  private readonly epochOffset: number;
+  private readonly auth: Record<string, string>;
+  private startMicros = 0;
+  private epochOffset = 0;
   /**
    * undici never pipelines a POST unless it is marked idempotent and non-blocking. With --pipelining > 1 we do
    * mark it so; the price is that undici may re-send a pipelined request after a connection failure, so a
@@ -175,9 +176,9 @@ export class Engine {
     this.pipelined = cfg.pipelining > 1;
     this.rngs = this.s.slots.map((w) => new Rng(cfg.seed, w));
     this.ids = idSampler(cfg.dist, cfg.max, cfg.zipfExponent);
-    const auth: Record<string, string> = cfg.token === undefined ? {} : { authorization: `Bearer ${cfg.token}` };
-    this.headersSingle = { ...auth, 'content-type': 'text/plain; charset=utf-8' };
-    this.headersBatch = { ...auth, 'content-type': JSON_HEADERS };
+    this.auth = cfg.token === undefined ? {} : { authorization: `Bearer ${cfg.token}` };
+    this.headersSingle = { ...this.auth, 'content-type': 'text/plain; charset=utf-8' };
+    this.headersBatch = { ...this.auth, 'content-type': JSON_HEADERS };
     this.pool = new Pool(cfg.target, {
       connections: cfg.connections,
       pipelining: cfg.pipelining,
@@ -187,14 +188,36 @@ export class Engine {
     });
     // Failed connects are counted per request; the pool's own 'connectionError' event must not be unhandled.
     this.pool.on('connectionError', () => {});
-    this.startMicros = cfg.startEpochMs * 1000;
-    this.epochOffset = performance.timeOrigin - cfg.startEpochMs;
     this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
   }
 
-  /** Starts sending (sends already due, if the start time has passed, are issued at once and counted late). */
-  start(): void {
+  /**
+   * Opens the pool's keep-alive connections before the clock starts, so the first sends do not pay for TCP
+   * connects and undici's one-time HTTP parser compilation (~20 ms: enough to make the first sends late).
+   * Sends one `GET /healthz` per connection (the reference server answers 200; any answer, even a 404 from another
+   * server, opens the connection). Answers and errors are ignored and not counted; bounded by `timeoutMs`.
+   */
+  async warmup(timeoutMs = 2000): Promise<void> {
+    if (!this.cfg.warmup) return;
+    const probes = Array.from({ length: this.cfg.connections }, () =>
+      this.pool
+        .request({ path: '/healthz', method: 'GET', headers: this.auth })
+        .then((r) => r.body.dump())
+        .catch(() => {}),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(probes), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Starts sending on a schedule that began at `startEpochMs` (wall clock, ms since the Unix epoch; every thread
+   * gets the same one so their schedules interleave). Sends already due are issued at once, and counted late.
+   */
+  start(startEpochMs: number): void {
     if (this.sending || this.stopReason) return;
+    this.startMicros = startEpochMs * 1000;
+    this.epochOffset = performance.timeOrigin - startEpochMs;
     this.sending = true;
     if (this.total === 0) {
       void this.finish(Number.isFinite(this.cfg.durationMs) ? 'duration' : 'num');
@@ -384,7 +407,7 @@ export class Engine {
     if (this.finishing) return;
     this.finishing = true;
     this.stopReason = reason;
-    const now = this.elapsedMs();
+    const now = this.startMicros === 0 ? 0 : this.elapsedMs(); // stopped before it started: nothing elapsed
     this.stopMs = now;
     // The duration timer and the pump's timer race at the end: sends scheduled before the end still go out.
     if (reason === 'duration' && this.sending) this.issueDue(now);

@@ -49,6 +49,8 @@ export interface MsggenOptions {
   drainMs?: number;
   /** Per-request timeout. Default LIMITS.requestTimeoutMs. */
   requestTimeoutMs?: number;
+  /** Open the keep-alive connections (one `GET /healthz` each) before the clock starts. Default true. */
+  warmup?: boolean;
   /** Sample period in ms. Default 1000. */
   sampleMs?: number;
   /** Called with each sample (every sampleMs, plus a last partial one at the end). */
@@ -204,6 +206,7 @@ export function resolveOptions(o: MsggenOptions): Resolved {
     drainMs: nonNegative('drainMs', o.drainMs ?? LIMITS.drainMs),
     requestTimeoutMs: nonNegative('requestTimeoutMs', o.requestTimeoutMs ?? LIMITS.requestTimeoutMs),
     sampleMs: nonNegative('sampleMs', o.sampleMs ?? 1000) || 1000,
+    warmup: o.warmup ?? true,
     onSample: o.onSample,
   };
 }
@@ -217,29 +220,18 @@ interface EngineProxy {
   final: Promise<EngineFinal>;
 }
 
-function localEngine(cfg: Omit<EngineConfig, 'startEpochMs'>): EngineProxy {
-  let engine: Engine | undefined;
-  let resolveFinal!: (f: EngineFinal) => void;
-  const final = new Promise<EngineFinal>((r) => (resolveFinal = r));
-  let stopRequested = false;
+function localEngine(cfg: EngineConfig): EngineProxy {
+  const engine = new Engine(cfg);
   return {
-    ready: Promise.resolve(),
-    start(startEpochMs) {
-      engine = new Engine({ ...cfg, startEpochMs });
-      void engine.finished.then(resolveFinal);
-      if (stopRequested) void engine.stop();
-      else engine.start();
-    },
-    sample: () => Promise.resolve(engine ? engine.takeSample() : emptySample()),
-    stop() {
-      stopRequested = true;
-      if (engine) void engine.stop();
-    },
-    final,
+    ready: engine.warmup(),
+    start: (startEpochMs) => engine.start(startEpochMs),
+    sample: () => Promise.resolve(engine.takeSample()),
+    stop: () => void engine.stop(),
+    final: engine.finished,
   };
 }
 
-function threadEngine(cfg: Omit<EngineConfig, 'startEpochMs'>): EngineProxy {
+function threadEngine(cfg: EngineConfig): EngineProxy {
   const worker = new Worker(new URL('./thread.js', import.meta.url), { workerData: cfg });
   let resolveReady!: () => void;
   let rejectReady!: (e: Error) => void;
@@ -329,6 +321,7 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
     drainMs: o.drainMs,
     requestTimeoutMs: o.requestTimeoutMs,
     durationMs: o.durationMs,
+    warmup: o.warmup,
   };
   const engines: EngineProxy[] = [];
   if (o.threads === 1) {

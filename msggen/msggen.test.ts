@@ -29,11 +29,21 @@ async function waitFor(what: string, check: () => boolean, ms = 3000): Promise<v
   }
 }
 
-/** A throwaway control-API stand-in that records request paths and bodies, answering after `delayMs`. */
-async function recordingServer(delayMs = 0): Promise<{ url: string; paths: string[]; bodies: string[]; close(): Promise<void> }> {
+/**
+ * A throwaway control-API stand-in that records POST paths and bodies, answering after `delayMs`; it also notes how
+ * many connections were open when the first POST arrived, and answers warm-up GETs at once.
+ */
+async function recordingServer(delayMs = 0): Promise<{ url: string; paths: string[]; bodies: string[]; connsAtFirstPost: () => number; close(): Promise<void> }> {
   const paths: string[] = [];
   const bodies: string[] = [];
+  let conns = 0;
+  let connsAtFirstPost = -1;
   const srv = http.createServer((req, res) => {
+    if (req.method === 'GET') {
+      res.end('ok\n');
+      return;
+    }
+    if (connsAtFirstPost < 0) connsAtFirstPost = conns;
     let body = '';
     req.setEncoding('utf8');
     req.on('data', (c: string) => (body += c));
@@ -47,6 +57,7 @@ async function recordingServer(delayMs = 0): Promise<{ url: string; paths: strin
       else answer();
     });
   });
+  srv.on('connection', () => conns++);
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
   const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
@@ -54,6 +65,7 @@ async function recordingServer(delayMs = 0): Promise<{ url: string; paths: strin
     url,
     paths,
     bodies,
+    connsAtFirstPost: () => connsAtFirstPost,
     close: () => {
       srv.closeAllConnections();
       return new Promise((r) => srv.close(() => r()));
@@ -137,6 +149,19 @@ test('same seed → same ids, whatever the thread count; another seed → other 
     assert.equal(a.length, 40);
     assert.deepEqual(a, b);
     assert.notDeepEqual(a, c);
+  } finally {
+    await rec.close();
+  }
+});
+
+test('warm-up opens every connection before the first send, and is not counted', async () => {
+  const rec = await recordingServer();
+  try {
+    const s = await startMsggen({ target: rec.url, procs: 1, rate: 100, num: 3, connections: 4, seed: 12 }).done;
+    assert.equal(rec.connsAtFirstPost(), 4);
+    assert.equal(s.requests, 3);
+    assert.equal(s.sent, 3);
+    assert.deepEqual(s.errors, {});
   } finally {
     await rec.close();
   }

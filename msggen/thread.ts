@@ -15,27 +15,20 @@ export type FromThread =
 
 const port = parentPort;
 if (port) {
-  const base = workerData as Omit<EngineConfig, 'startEpochMs'>;
-  let engine: Engine | undefined;
   const post = (m: FromThread): void => port.postMessage(m);
-  port.on('message', (m: ToThread) => {
-    try {
-      if (m.type === 'start' && !engine) {
-        const e = new Engine({ ...base, startEpochMs: m.startEpochMs });
-        engine = e;
-        void e.finished.then((final) => {
-          post({ type: 'final', final, last: e.takeSample() });
-          port.close();
-        });
-        e.start();
-      } else if (m.type === 'sample' && engine) {
-        post({ type: 'sample', seq: m.seq, sample: engine.takeSample() });
-      } else if (m.type === 'stop' && engine) {
-        void engine.stop();
-      }
-    } catch (err) {
-      post({ type: 'error', message: err instanceof Error ? err.message : String(err) });
-    }
-  });
-  post({ type: 'ready' });
+  try {
+    const engine = new Engine(workerData as EngineConfig);
+    void engine.finished.then((final) => {
+      post({ type: 'final', final, last: engine.takeSample() });
+      port.close();
+    });
+    port.on('message', (m: ToThread) => {
+      if (m.type === 'start') engine.start(m.startEpochMs);
+      else if (m.type === 'sample') post({ type: 'sample', seq: m.seq, sample: engine.takeSample() });
+      else if (m.type === 'stop') void engine.stop();
+    });
+    void engine.warmup().then(() => post({ type: 'ready' }));
+  } catch (err) {
+    post({ type: 'error', message: err instanceof Error ? err.message : String(err) });
+  }
 }
