@@ -2,6 +2,7 @@
 // half and all of N idle `/test/<id>` streams open, then after one message to every id.
 //
 //   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--addrs 4] [--settle 3s]
+//       [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]   (--fanout 0 skips the fan-out phase)
 //
 // The server runs as the real CLI (with its shebang's node flags) in a child process; the client runs in
 // another child process (raw node:net, spread over destination addresses 127.0.0.1..127.0.0.<addrs>), so neither
@@ -36,6 +37,8 @@ async function client(port: number, addrs: number): Promise<void> {
   let ok = 0;
   let failed = 0;
   let bytes = 0;
+  let chunks = 0;
+  const BR = Buffer.from('<br/>');
   const send = (m: object): void => void process.send!(m);
   const openOne = (i: number): Promise<void> =>
     new Promise((resolve) => {
@@ -45,6 +48,7 @@ async function client(port: number, addrs: number): Promise<void> {
       s.on('connect', () => s.write(`GET /test/${i + 1} HTTP/1.1\r\nHost: bench\r\n\r\n`));
       s.on('data', (d: Buffer) => {
         bytes += d.length;
+        for (let k = d.indexOf(BR); k >= 0; k = d.indexOf(BR, k + 5)) chunks++;
         if (!head) {
           head = true;
           ok++;
@@ -67,8 +71,8 @@ async function client(port: number, addrs: number): Promise<void> {
         await Promise.all(batch);
       }
       send({ ev: 'opened', ok, failed });
-    } else if (m.cmd === 'bytes') {
-      send({ ev: 'bytes', bytes });
+    } else if (m.cmd === 'count') {
+      send({ ev: 'count', bytes, chunks });
     } else if (m.cmd === 'stop') {
       for (const s of sockets) s.destroy();
       process.exit(0);
@@ -97,6 +101,9 @@ async function main(): Promise<void> {
       conns: { type: 'string', default: '10000' },
       addrs: { type: 'string', default: '4' },
       settle: { type: 'string', default: '3s' },
+      fanout: { type: 'string', default: '5s' },
+      batch: { type: 'string', default: '1000' },
+      'node-arg': { type: 'string', multiple: true, default: [] },
       client: { type: 'string' },
     },
     strict: true,
@@ -105,6 +112,8 @@ async function main(): Promise<void> {
   const addrs = parseIntFlag('--addrs', values.addrs!, 1, 254);
   if (values.client !== undefined) return client(Number(values.client), addrs);
   const settleMs = parseDuration('--settle', values.settle!, 0, 60_000);
+  const fanoutMs = parseDuration('--fanout', values.fanout!, 0, 60_000);
+  const batch = parseIntFlag('--batch', values.batch!, 1, 10_000);
 
   const hardStop = setTimeout(() => {
     process.stderr.write('bench-mem: deadline reached, stopping\n');
@@ -117,7 +126,7 @@ async function main(): Promise<void> {
   };
 
   // The bench listens on every local address so the client can spread over 127.0.0.1..127.0.0.N; only loopback is targeted.
-  const server = spawn(process.execPath, ['--max-semi-space-size=1', '--optimize-for-size', CLI, '--host', '0.0.0.0', '--port', '0', '--control-port', '0'], {
+  const server = spawn(process.execPath, ['--max-semi-space-size=1', '--optimize-for-size', ...values['node-arg']!, CLI, '--host', '0.0.0.0', '--port', '0', '--control-port', '0'], {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   children.push(server);
@@ -164,6 +173,44 @@ async function main(): Promise<void> {
     await fetch(`http://127.0.0.1:${control}/send`, { method: 'POST', body });
   }
   await sample(`${r.ok} open, after 1 msg each`);
+
+  // Fan-out: publish NDJSON batches to random ids back to back for a while, then wait until the client has
+  // received every chunk the server wrote; the rate is chunks received per second of the whole phase.
+  let fan = '';
+  if (fanoutMs > 0) {
+    const s0 = await stats();
+    cl.send({ cmd: 'count' });
+    const c0 = await waitMessage(cl, 'count');
+    const t0 = performance.now();
+    const cpu0 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    let sent = 0;
+    while (performance.now() - t0 < fanoutMs) {
+      let body = '';
+      for (let j = 0; j < batch; j++) body += `{"id":${1 + Math.floor(Math.random() * conns)},"msg":"Fake message Num = ${sent + j}"}\n`;
+      const res = await fetch(`http://127.0.0.1:${control}/send`, { method: 'POST', body });
+      await res.arrayBuffer();
+      sent += batch;
+    }
+    const tPub = performance.now() - t0;
+    let c1 = c0;
+    for (let i = 0; i < 200; i++) {
+      cl.send({ cmd: 'count' });
+      c1 = await waitMessage(cl, 'count');
+      const st1 = await stats();
+      if (c1.chunks! - c0.chunks! >= st1.chunksOut! - s0.chunksOut!) break;
+      await sleep(50);
+    }
+    const tAll = performance.now() - t0;
+    const cpu1 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    const uticks = Number(cpu1[13]) - Number(cpu0[13]);
+    const sticks = Number(cpu1[14]) - Number(cpu0[14]);
+    const ticks = uticks + sticks;
+    const got = c1.chunks! - c0.chunks!;
+    fan =
+      `fan-out: ${sent} messages in NDJSON batches of ${batch} over ${(tPub / 1000).toFixed(1)} s to random ids of ${conns}; ` +
+      `client received ${got} chunks by ${(tAll / 1000).toFixed(1)} s = ${Math.round(got / (tAll / 1000))} msgs/s delivered; ` +
+      `server CPU ${((ticks / 100 / (tAll / 1000)) * 100).toFixed(0)}% (user ${((uticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%, system ${((sticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%)\n`;
+  }
   const st = await stats();
 
   cl.send({ cmd: 'stop' });
@@ -189,7 +236,8 @@ async function main(): Promise<void> {
     `marginal ${mid.conns}→${full.conns}: RSS ${((full.mem.rssKB - mid.mem.rssKB) / dc).toFixed(2)} KB/conn, PSS ${((full.mem.pssKB - mid.mem.pssKB) / dc).toFixed(2)} KB/conn; ` +
       `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn\n`,
   );
-  process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);
+  process.stdout.write(fan);
+  process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, chunks dropped ${st.chunksDropped}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);
 }
 
 main().catch((err: unknown) => {

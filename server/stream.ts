@@ -332,19 +332,6 @@ export class StreamServer {
         this.c.chunksDropped += count;
         continue;
       }
-      const chunked = conn.kind === K_HTML;
-      const sse = conn.kind === K_SSE;
-      const seq = conn.seq - count + 1;
-      // Sizes first, so the whole batch is one exact allocation.
-      let total = 0;
-      const prefixes: string[] = [];
-      for (let k = 0; k < count; k++) {
-        const body = bodies ? bodies[k]! : (p as Buffer);
-        const bodyLen = conn.kind === K_HTML_PLAIN ? body.length - 2 : body.length;
-        const prefix = sse ? ssePrefix(seq + k) : htmlPrefix(seq + k, body.length, chunked);
-        prefixes.push(prefix);
-        total += prefix.length + bodyLen;
-      }
       if (socket.writableLength > cap) {
         // A slow consumer: output it has not taken yet passed the cap. Cut it, so memory per connection stays
         // bounded by the cap plus one tick's batch. (The check is on the backlog, not backlog + batch, so that a
@@ -354,13 +341,34 @@ export class StreamServer {
         socket.destroy();
         continue;
       }
-      const out = Buffer.allocUnsafe(total);
-      let off = 0;
-      for (let k = 0; k < count; k++) {
-        const body = bodies ? bodies[k]! : (p as Buffer);
-        off += out.write(prefixes[k]!, off, 'latin1');
-        const bodyLen = conn.kind === K_HTML_PLAIN ? body.length - 2 : body.length;
-        off += body.copy(out, off, 0, bodyLen);
+      const kind = conn.kind;
+      const seq = conn.seq - count + 1;
+      let out: Buffer;
+      if (bodies === null) {
+        // The common case, one message this tick: no arrays, one exact allocation.
+        const body = p as Buffer;
+        const prefix = prefixOf(kind, seq, body.length);
+        const bodyLen = kind === K_HTML_PLAIN ? body.length - 2 : body.length;
+        out = Buffer.allocUnsafe(prefix.length + bodyLen);
+        out.write(prefix, 0, 'latin1');
+        body.copy(out, prefix.length, 0, bodyLen);
+      } else {
+        // Sizes first, so the whole batch is one exact allocation and one write.
+        let total = 0;
+        const prefixes: string[] = [];
+        for (let k = 0; k < count; k++) {
+          const body = bodies[k]!;
+          const prefix = prefixOf(kind, seq + k, body.length);
+          prefixes.push(prefix);
+          total += prefix.length + (kind === K_HTML_PLAIN ? body.length - 2 : body.length);
+        }
+        out = Buffer.allocUnsafe(total);
+        let off = 0;
+        for (let k = 0; k < count; k++) {
+          const body = bodies[k]!;
+          off += out.write(prefixes[k]!, off, 'latin1');
+          off += body.copy(out, off, 0, kind === K_HTML_PLAIN ? body.length - 2 : body.length);
+        }
       }
       this.c.chunksOut += count;
       this.write(socket, out);
@@ -437,6 +445,11 @@ export class StreamServer {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await closedServer;
   }
+}
+
+/** The per-connection start of message `n` in the connection's format. */
+function prefixOf(kind: number, n: number, bodyLength: number): string {
+  return kind === K_SSE ? ssePrefix(n) : htmlPrefix(n, bodyLength, kind === K_HTML);
 }
 
 /** Whole milliseconds on the monotonic clock (a Smi, unlike performance.now()'s fraction). */
