@@ -138,6 +138,8 @@ export class Engine {
   private readonly headersSingle: Record<string, string>;
   private readonly headersBatch: Record<string, string>;
   private readonly auth: Record<string, string>;
+  /** Cancels unanswered warm-up probes when the run ends, so they never hold up the pool's close. */
+  private readonly warmupAbort = new AbortController();
   private startMicros = 0;
   private epochOffset = 0;
   /**
@@ -201,13 +203,15 @@ export class Engine {
     if (!this.cfg.warmup) return;
     const probes = Array.from({ length: this.cfg.connections }, () =>
       this.pool
-        .request({ path: '/healthz', method: 'GET', headers: this.auth })
+        .request({ path: '/healthz', method: 'GET', headers: this.auth, signal: this.warmupAbort.signal })
         .then((r) => r.body.dump())
         .catch(() => {}),
     );
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(probes), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
     clearTimeout(timer);
+    // A probe still unanswered (a server that accepts but never answers) would occupy its connection: cancel it.
+    this.warmupAbort.abort();
   }
 
   /**
@@ -417,16 +421,16 @@ export class Engine {
     if (this.durationTimer) clearTimeout(this.durationTimer);
     // Sends already due when sending stopped but never issued.
     const scheduled = wasSending ? Math.min(this.total, Math.max(this.next, dueCount(this.s, Math.min(now, this.cfg.durationMs - 1e-6)))) : this.next;
+    this.warmupAbort.abort();
+    // Wait for in-flight requests and a clean close, up to drainMs in all; whatever is still open then fails
+    // with UND_ERR_DESTROYED and is counted like any other error.
     let drainTimer: NodeJS.Timeout | undefined;
-    const drained = await Promise.race([
-      this.idle().then(() => true),
+    const closed = await Promise.race([
+      this.idle().then(() => this.pool.close()).then(() => true),
       new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), this.cfg.drainMs))),
     ]);
     clearTimeout(drainTimer);
-    if (drained) {
-      await this.pool.close();
-    } else {
-      // Requests still open after drainMs fail with UND_ERR_DESTROYED and are counted like any other error.
+    if (!closed) {
       await this.pool.destroy();
       await this.idle();
     }
