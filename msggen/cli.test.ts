@@ -108,6 +108,36 @@ test('Ctrl-C: the first SIGINT stops and prints the summary', async () => {
   assert.match(r.stderr(), /msggen summary \(stopped\)/);
 });
 
+test('Ctrl-C twice: the second exits at once with 130 while the first is still draining', async () => {
+  // A server that accepts and never answers: the first Ctrl-C's drain would wait for its requests.
+  const hole = net.createServer((c) => c.resume());
+  hole.listen(0, '127.0.0.1');
+  await once(hole, 'listening');
+  try {
+    const port = (hole.address() as AddressInfo).port;
+    const r = run(['--procs', '1', '--rate', '50', '--target', `http://127.0.0.1:${port}`, '--no-warmup']);
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (/inflight [1-9]/.test(r.stderr())) resolve();
+      };
+      r.child.stderr!.on('data', check);
+    });
+    r.child.kill('SIGINT');
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (r.stderr().includes('SIGINT: stopping')) resolve();
+      };
+      check();
+      r.child.stderr!.on('data', check);
+    });
+    r.child.kill('SIGINT');
+    assert.equal(await r.exit, 130);
+    assert.doesNotMatch(r.stderr(), /msggen summary/);
+  } finally {
+    hole.close();
+  }
+});
+
 test('server down: errors counted by code, summary printed, exit 1', async () => {
   const probe = net.createServer().listen(0, '127.0.0.1');
   await once(probe, 'listening');
