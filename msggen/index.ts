@@ -383,7 +383,15 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
       for (const e of engines) e.stop();
       throw err;
     }
-    const finals = await Promise.all(engines.map((e) => e.final));
+    let finals: EngineFinal[];
+    try {
+      finals = await Promise.all(engines.map((e) => e.final));
+    } catch (err) {
+      // A worker thread died: stop the others so nothing keeps sending behind a failed run.
+      clearInterval(sampleTimer);
+      for (const e of engines) e.stop();
+      throw err;
+    }
     clearInterval(sampleTimer);
     await sampling;
     // The last partial interval, so the samples add up to the summary.
