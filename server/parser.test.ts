@@ -111,6 +111,36 @@ describe('request parser', () => {
     });
   }
 
+  it('random mutations of a valid head either parse or fail with a RequestError, the same way in any split', () => {
+    // A fixed-seed generator (mulberry32) keeps the cases reproducible.
+    let seed = 0x5eed;
+    const rand = (): number => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const base = Buffer.from('GET /test/1,2 HTTP/1.1\r\nHost: example\r\nOrigin: http://o\r\n\r\n', 'latin1');
+    for (let n = 0; n < 500; n++) {
+      const buf = Buffer.from(base);
+      for (let m = 1 + Math.floor(rand() * 3); m > 0; m--) buf[Math.floor(rand() * buf.length)] = Math.floor(rand() * 256);
+      const outcome = (pieces: Buffer[]): string => {
+        const p = new RequestParser();
+        try {
+          for (const piece of pieces) if (p.execute(piece) >= 0) return `ok ${p.head.method} ${p.head.target}`;
+          return 'incomplete';
+        } catch (err) {
+          assert.ok(err instanceof RequestError, `case ${n}: ${String(err)}`);
+          return err.code;
+        }
+      };
+      const whole = outcome([buf]);
+      const split = Math.floor(rand() * buf.length);
+      assert.equal(outcome([...buf].map((b) => Buffer.from([b]))), whole, `case ${n} byte by byte`);
+      assert.equal(outcome([buf.subarray(0, split), buf.subarray(split)]), whole, `case ${n} split at ${split}`);
+    }
+  });
+
   it('an incomplete head asks for more without error', () => {
     const p = new RequestParser();
     assert.equal(p.execute(Buffer.from('GET /test/1 HTTP/1.1\r\nHost: a\r\n')), -1);

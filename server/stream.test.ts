@@ -188,6 +188,22 @@ describe('streams: bad input gets a clear answer and a close', () => {
     });
   }
 
+  it('random garbage from 100 connections: each gets an error answer and a close, and the server stays up', async () => {
+    let seed = 42;
+    const rand = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+    const garbage: RawClient[] = [];
+    for (let i = 0; i < 100; i++) {
+      const bytes = Buffer.alloc(1 + Math.floor(rand() * 300));
+      for (let k = 0; k < bytes.length; k++) bytes[k] = rand() < 0.3 ? 0x0a : Math.floor(rand() * 256);
+      // The blank line at the end completes any head, so every connection must be answered and closed.
+      garbage.push(new RawClient(s.port).send(Buffer.concat([bytes, Buffer.from('\r\n\r\n')])));
+    }
+    for (const g of garbage) {
+      await g.untilClosed();
+      assert.match(g.text, /^HTTP\/1\.1 (400|404|414|431|501|505) [^\r]+\r\n[\s\S]*\r\n\r\n[^\n]+\n$/);
+    }
+  });
+
   it('nobody else was harmed: the keeper stream still receives', async () => {
     assert.equal(await s.publish(4242, 'still here'), 1);
     await keeper.until(htmlChunk(1, 'still here'));
