@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FlagError, formatDuration, parseDuration, parseIntFlag } from '../lib/flags.js';
 import { formatMicros } from '../lib/histogram.js';
-import type { Summary } from './index.js';
+import type { Sample, Summary } from './index.js';
 import { LIMITS } from './engine.js';
 
 const MSGGEN = fileURLToPath(new URL('./cli.js', import.meta.url));
@@ -138,7 +138,7 @@ async function messagesIn(control: string): Promise<number> {
   return stats.messagesIn;
 }
 
-async function runMsggen(args: string[], timeoutMs: number): Promise<{ summary: Summary; pid: number }> {
+async function runMsggen(args: string[], timeoutMs: number): Promise<{ summary: Summary; samples: Sample[] }> {
   const child = spawn(process.execPath, [MSGGEN, ...args, '--json', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const timer = killAfter(child, timeoutMs, 'msggen');
   let out = '';
@@ -147,14 +147,17 @@ async function runMsggen(args: string[], timeoutMs: number): Promise<{ summary: 
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
   const code = await new Promise<number | null>((r) => child.on('close', r));
   clearTimeout(timer);
-  const last = out.trim().split('\n').at(-1) ?? '';
-  let summary: Summary;
-  try {
-    summary = JSON.parse(last) as Summary;
-  } catch {
-    throw new Error(`msggen exited with ${code} and no summary: ${err.trim().slice(-500)}`);
+  const records: Array<Sample | Summary> = [];
+  for (const line of out.trim().split('\n')) {
+    try {
+      records.push(JSON.parse(line) as Sample | Summary);
+    } catch {
+      // not a record
+    }
   }
-  return { summary, pid: child.pid! };
+  const summary = records.at(-1);
+  if (!summary || summary.type !== 'summary') throw new Error(`msggen exited with ${code} and no summary: ${err.trim().slice(-500)}`);
+  return { summary, samples: records.filter((r): r is Sample => r.type === 'sample') };
 }
 
 interface Row {
@@ -165,6 +168,7 @@ interface Row {
   acceptedPerSec: number;
   serverCounted: number;
   achievedVsRequested: string;
+  perSecond: string;
   late: number;
   unsent: number;
   errors: string;
@@ -187,7 +191,7 @@ async function scenario(name: string, args: string[], requested: number, duratio
     process.stderr.write(`bench: ${name} failed: ${err instanceof Error ? err.message : String(err)}\n`);
     const dash = '-';
     return {
-      scenario: name, requested, duration: 0, sentPerSec: 0, acceptedPerSec: 0, serverCounted: 0, achievedVsRequested: dash, late: 0, unsent: 0,
+      scenario: name, requested, duration: 0, sentPerSec: 0, acceptedPerSec: 0, serverCounted: 0, achievedVsRequested: dash, perSecond: dash, late: 0, unsent: 0,
       errors: `FAILED: ${msg.slice(0, 80)}`, p50: dash, p99: dash, reqP50: dash, msggenCpu: dash, serverCpu: dash, otherCpu: dash, load: dash, target,
     };
   }
@@ -201,7 +205,7 @@ async function measure(name: string, args: string[], requested: number, duration
     const in0 = await messagesIn(server.control);
     const s0 = cpuSeconds(serverPid);
     const m0 = machineCpu();
-    const { summary: s } = await runMsggen([...args, '--target', server.control, '--duration', formatDuration(durationMs)], durationMs + 60_000);
+    const { summary: s, samples } = await runMsggen([...args, '--target', server.control, '--duration', formatDuration(durationMs)], durationMs + 60_000);
     const s1 = cpuSeconds(serverPid);
     const m1 = machineCpu();
     const in1 = await messagesIn(server.control);
@@ -211,6 +215,9 @@ async function measure(name: string, args: string[], requested: number, duration
     // Everything else the machine did meanwhile (other engineers' jobs), in cores.
     const other = (m1.busy - m0.busy - serverCpu - msggenCpu) / wall;
     const counted = in1 - in0;
+    // Per-second send rates over the full one-second samples (the last one is usually partial).
+    const full = samples.filter((x) => x.interval > 0.95 && x.interval < 1.05).map((x) => x.sent / x.interval);
+    const perSecond = full.length === 0 ? '-' : `${Math.round(Math.min(...full))}..${Math.round(Math.max(...full))}`;
     return {
       scenario: name,
       requested,
@@ -218,6 +225,7 @@ async function measure(name: string, args: string[], requested: number, duration
       sentPerSec: Math.round(s.achievedRate),
       acceptedPerSec: Math.round(counted / s.sendWindow),
       serverCounted: counted,
+      perSecond,
       achievedVsRequested: `${(((s.achievedRate - requested) / requested) * 100).toFixed(3)}%`,
       late: s.late,
       unsent: s.unsent,
@@ -245,6 +253,7 @@ function table(rows: Row[]): string {
     ['acceptedPerSec', 'accepted/s (server)'],
     ['serverCounted', 'server count'],
     ['achievedVsRequested', 'sent vs requested'],
+    ['perSecond', 'sent/s each second'],
     ['late', 'late'],
     ['unsent', 'unsent'],
     ['errors', 'errors'],
