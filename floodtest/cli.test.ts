@@ -27,47 +27,31 @@ interface Run {
   exit: Promise<number | null>;
   /** Resolves with the first stdout line matching `re` (rejects after `ms`). */
   line(re: RegExp, ms?: number): Promise<string>;
+  /** The same for stderr. */
+  errLine(re: RegExp, ms?: number): Promise<string>;
 }
 
-// `openFiles` runs the CLI under a lower open-files soft limit (ulimit -n in a shell; no kernel setting changes).
-function cli(args: string[], input?: string, openFiles?: number): Run {
-  const child =
-    openFiles === undefined
-      ? spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
-      : spawn('bash', ['-c', `ulimit -n ${openFiles} && exec "$0" "$@"`, process.execPath, CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(child);
-  const stdout: string[] = [];
-  const stderr: string[] = [];
+// Collects a stream's lines and lets a test wait for one that matches.
+function lines(stream: NodeJS.ReadableStream, name: string): { all: string[]; wait(re: RegExp, ms?: number): Promise<string> } {
+  const all: string[] = [];
   const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
-  const split = (into: string[], onLine?: (l: string) => void) => {
-    let rest = '';
-    return (buf: Buffer) => {
-      const parts = (rest + buf.toString('utf8')).split('\n');
-      rest = parts.pop()!;
-      for (const l of parts) {
-        into.push(l);
-        onLine?.(l);
-      }
-    };
-  };
-  child.stdout!.on(
-    'data',
-    split(stdout, (l) => {
+  let rest = '';
+  stream.on('data', (buf: Buffer) => {
+    const parts = (rest + buf.toString('utf8')).split('\n');
+    rest = parts.pop()!;
+    for (const l of parts) {
+      all.push(l);
       for (const w of waiters.splice(0)) {
         if (w.re.test(l)) w.resolve(l);
         else waiters.push(w);
       }
-    }),
-  );
-  child.stderr!.on('data', split(stderr));
-  if (input !== undefined) child.stdin!.end(input);
-  else child.stdin!.end();
-  const exit = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-  const line = (re: RegExp, ms = 10_000): Promise<string> => {
-    const hit = stdout.find((l) => re.test(l));
+    }
+  });
+  const wait = (re: RegExp, ms = 10_000): Promise<string> => {
+    const hit = all.find((l) => re.test(l));
     if (hit !== undefined) return Promise.resolve(hit);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no stdout line matching ${re} in ${ms} ms; stdout: ${stdout.slice(-5).join(' | ')}; stderr: ${stderr.join(' | ')}`)), ms);
+      const timer = setTimeout(() => reject(new Error(`no ${name} line matching ${re} in ${ms} ms; last: ${all.slice(-5).join(' | ')}`)), ms);
       waiters.push({
         re,
         resolve: (l) => {
@@ -77,7 +61,22 @@ function cli(args: string[], input?: string, openFiles?: number): Run {
       });
     });
   };
-  return { child, stdout, stderr, exit, line };
+  return { all, wait };
+}
+
+// `openFiles` runs the CLI under a lower open-files soft limit (ulimit -n in a shell; no kernel setting changes).
+function cli(args: string[], input?: string, openFiles?: number): Run {
+  const child =
+    openFiles === undefined
+      ? spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn('bash', ['-c', `ulimit -n ${openFiles} && exec "$0" "$@"`, process.execPath, CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  const out = lines(child.stdout!, 'stdout');
+  const err = lines(child.stderr!, 'stderr');
+  if (input !== undefined) child.stdin!.end(input);
+  else child.stdin!.end();
+  const exit = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  return { child, stdout: out.all, stderr: err.all, exit, line: out.wait, errLine: err.wait };
 }
 
 async function comet(): Promise<CometServer> {
@@ -215,4 +214,58 @@ test('out of file descriptors: EMFILE is counted per connection, never a crash',
   assert.ok(Number(m[1]) > 0 && Number(m[1]) < 100, `reached ${m[1]} with 100 descriptors`);
   assert.match(out, new RegExp(`errors +EMFILE=${m[2]}\\b`));
   assert.match(out, /peak RSS [1-9]/);
+});
+
+test('a second Ctrl-C exits at once with 130, even while the first is still stopping', async () => {
+  const srv = await comet();
+  const file = join(dir, 'urls2.txt');
+  writeFileSync(file, Array.from({ length: 20 }, (_, i) => `http://127.0.0.1:${srv.port}/test/${i + 1}`).join('\n') + '\n');
+  const r = cli([file, '0', '--procs', '2']);
+  await r.line(/^Stats: \{20,0,0\}$/);
+  const pid = r.child.pid!;
+  const workers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  assert.equal(workers.length, 2);
+  // Freeze the workers: the first stop waits for their final reports and cannot finish. They hold the CLI's stderr
+  // pipe, so wait for the CLI's 'exit' (not 'close'), and thaw them whatever happens, at the latest after 5 s.
+  const exited = new Promise<number | null>((res) => r.child.once('exit', (code) => res(code)));
+  const thaw = (): void => {
+    for (const w of workers) {
+      try {
+        process.kill(w, 'SIGCONT');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  const safety = setTimeout(thaw, 5000);
+  for (const w of workers) process.kill(w, 'SIGSTOP');
+  try {
+    r.child.kill('SIGINT');
+    await r.errLine(/SIGINT: stopping/);
+    r.child.kill('SIGINT');
+    assert.equal(await exited, 130);
+  } finally {
+    clearTimeout(safety);
+    thaw();
+  }
+  await r.exit;
+  assert.doesNotMatch(r.stdout.join('\n'), /floodtest summary/);
+  // Thawed, the orphaned workers see the IPC channel gone, close their connections and exit by themselves.
+  const alive = (p: number): boolean => {
+    try {
+      process.kill(p, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + 10_000;
+  while (workers.some(alive)) {
+    if (Date.now() > deadline) {
+      for (const w of workers) if (alive(w)) process.kill(w, 'SIGKILL');
+      assert.fail('orphaned workers did not exit by themselves');
+    }
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  await waitForZero(srv);
 });
