@@ -87,6 +87,23 @@ describe('streams: exact bytes', () => {
     assert.equal(c.text, H_HTML + htmlChunk(1, 'a') + htmlChunk(2, 'b') + htmlChunk(3, 'c'));
   });
 
+  it('large messages (sent as the shared buffer itself) have the same exact bytes, alone and in a batch', async () => {
+    const html = await open('/test/3001');
+    const sse = await open('/sse/3001');
+    const big = 'big<' + 'x'.repeat(5000) + '>\nend';
+    const bigEsc = 'big&lt;' + 'x'.repeat(5000) + '&gt;\nend';
+    assert.equal(await s.publish(3001, big), 2);
+    await html.until(htmlChunk(1, bigEsc));
+    await Promise.all([s.publish(3001, 'small'), s.publish(3001, big), s.publish(3001, 'tail')]);
+    const expectHtml = H_HTML + htmlChunk(1, bigEsc) + htmlChunk(2, 'small') + htmlChunk(3, bigEsc) + htmlChunk(4, 'tail');
+    const bigSse = 'data: big<' + 'x'.repeat(5000) + '>\ndata: end\n\n';
+    const expectSse = H_SSE + 'id: 1\n' + bigSse + 'id: 2\ndata: small\n\n' + 'id: 3\n' + bigSse + 'id: 4\ndata: tail\n\n';
+    await html.until((t) => t.length >= expectHtml.length);
+    await sse.until((t) => t.length >= expectSse.length);
+    assert.equal(html.text, expectHtml);
+    assert.equal(sse.text, expectSse);
+  });
+
   it('an HTTP/1.0 client gets an unchunked stream that ends when the connection closes', async () => {
     const c = new RawClient(s.port);
     clients.push(c);
@@ -95,6 +112,10 @@ describe('streams: exact bytes', () => {
     await s.publish(600, 'old');
     await c.until("Recvd msg #1: 'old'<br/>");
     assert.equal(c.text, H_PLAIN + "Recvd msg #1: 'old'<br/>");
+    const big = 'y'.repeat(3000);
+    await s.publish(600, big);
+    await c.until(`Recvd msg #2: '${big}'<br/>`);
+    assert.equal(c.text, H_PLAIN + "Recvd msg #1: 'old'<br/>" + `Recvd msg #2: '${big}'<br/>`);
   });
 
   it('the request may arrive one byte at a time', async () => {

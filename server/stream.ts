@@ -11,7 +11,9 @@
 // - timeouts and heartbeats come from two shared interval timers walking Sets whose insertion order is
 //   deadline order (every connection gets the same timeout), so a sweep stops at the first live entry;
 // - a message is framed once per format into one Buffer, shared by all receivers; each receiver adds only
-//   its sequence prefix, and everything queued for one connection in one tick is written in one write.
+//   its sequence prefix, and everything queued for one connection in one tick is written in one write (small
+//   messages are copied behind the prefix into one Buffer, cheaper than writev; large ones go out as the
+//   shared Buffer itself, so a big broadcast is never copied per receiver).
 // Reads are not paused after the request: a paused socket would never notice the client's FIN, so a closed
 // browser tab would stay logged in until the next write failed. Input after the request is read and dropped
 // (libuv allocates a read buffer only when bytes arrive, so an idle stream holds none), and a client that keeps
@@ -343,9 +345,17 @@ export class StreamServer {
       }
       const kind = conn.kind;
       const seq = conn.seq - count + 1;
+      this.c.chunksOut += count;
+      let bodyBytes = 0;
+      if (bodies === null) bodyBytes = (p as Buffer).length;
+      else for (const b of bodies) bodyBytes += b.length;
+      if (bodyBytes >= SHARE_MIN_BYTES) {
+        this.writeShared(socket, kind, seq, bodies ?? [p as Buffer]);
+        continue;
+      }
       let out: Buffer;
       if (bodies === null) {
-        // The common case, one message this tick: no arrays, one exact allocation.
+        // The common case, one small message this tick: no arrays, one exact allocation.
         const body = p as Buffer;
         const prefix = prefixOf(kind, seq, body.length);
         const bodyLen = kind === K_HTML_PLAIN ? body.length - 2 : body.length;
@@ -370,9 +380,29 @@ export class StreamServer {
           off += body.copy(out, off, 0, kind === K_HTML_PLAIN ? body.length - 2 : body.length);
         }
       }
-      this.c.chunksOut += count;
       this.write(socket, out);
     }
+  }
+
+  /**
+   * Large messages: the shared framed bodies themselves go into the socket (prefixes are tiny separate Buffers),
+   * corked so the batch still leaves in one writev. Nothing is copied per receiver, and the output queued for
+   * many receivers of one big message references one copy of it.
+   */
+  private writeShared(socket: Socket, kind: number, seq: number, bodies: Buffer[]): void {
+    let total = 0;
+    socket.cork();
+    for (let k = 0; k < bodies.length; k++) {
+      const body = bodies[k]!;
+      const prefix = Buffer.from(prefixOf(kind, seq + k, body.length), 'latin1');
+      const shared = kind === K_HTML_PLAIN ? body.subarray(0, body.length - 2) : body;
+      socket.write(prefix);
+      socket.write(shared);
+      total += prefix.length + shared.length;
+    }
+    socket.uncork();
+    this.c.writes++;
+    this.c.bytesOut += total;
   }
 
   /** The shared sweep: request timeouts, then lingering answered sockets. */
@@ -446,6 +476,12 @@ export class StreamServer {
     await closedServer;
   }
 }
+
+/**
+ * From this many bytes of message bodies in one tick, a connection is sent the shared bodies themselves (writev)
+ * instead of one fresh copy with the prefixes; below it, copying a few hundred bytes is cheaper than writev.
+ */
+const SHARE_MIN_BYTES = 2048;
 
 /** The per-connection start of message `n` in the connection's format. */
 function prefixOf(kind: number, n: number, bodyLength: number): string {
