@@ -134,6 +134,14 @@ test('floodtest urls writes the seed URL file to stdout or --out', async () => {
   assert.equal(readFileSync(out, 'utf8'), 'http://h:1/sse/10\nhttp://h:1/sse/11\nhttp://h:1/sse/12\n');
 });
 
+test('floodtest urls into a reader that goes away (| head) ends quietly with 0', async () => {
+  const r = cli(['urls', '--base', 'http://127.0.0.1:8000/test/', '--count', '5000000']);
+  await r.line(/^http:\/\/127\.0\.0\.1:8000\/test\/1$/);
+  r.child.stdout!.destroy();
+  assert.equal(await r.exit, 0);
+  assert.deepEqual(r.stderr.filter((l) => l !== ''), []);
+});
+
 test('Ctrl-C: the first SIGINT stops and prints the summary; exit 0 when all were reached', async () => {
   const srv = await comet();
   const file = join(dir, 'urls.txt');

@@ -102,19 +102,34 @@ async function runUrls(args: string[]): Promise<number> {
   }
   const toStdout = values.out === undefined || values.out === '-';
   const out: NodeJS.WritableStream = toStdout ? process.stdout : createWriteStream(values.out!);
+  // A reader that goes away (`| head`) ends the output quietly, as `seq` does; other write errors are failures.
+  let writeError: NodeJS.ErrnoException | null = null;
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    writeError = err;
+    out.emit('drain');
+  });
   let block = '';
   for (const url of gen) {
     block += url + '\n';
     if (block.length >= 65536) {
       if (!out.write(block)) await new Promise((r) => out.once('drain', r));
       block = '';
+      if (writeError !== null) break;
     }
   }
-  await new Promise<void>((resolve, reject) => {
-    out.once('error', reject);
-    if (toStdout) out.write(block, () => resolve());
-    else out.end(block, () => resolve());
-  });
+  if (writeError === null) {
+    await new Promise<void>((resolve) => {
+      const done = (): void => resolve();
+      out.once('error', done);
+      if (toStdout) out.write(block, done);
+      else out.end(block, done);
+    });
+  }
+  const err = writeError as NodeJS.ErrnoException | null;
+  if (err !== null && err.code !== 'EPIPE') {
+    process.stderr.write(`floodtest urls: cannot write ${values.out ?? 'stdout'}: ${err.message}\n`);
+    return 1;
+  }
   return 0;
 }
 
