@@ -255,7 +255,7 @@ test('https: TLS streams are counted; an unverifiable certificate is an error by
       }),
   });
   const port = (srv.address() as net.AddressInfo).port;
-  const urls = range(3, (i) => `https://localhost:${port}/sse/${i}`);
+  const urls = range(3, (i) => `https://127.0.0.1:${port}/sse/${i}`);
   const ok = await flood({ urls, insecure: true });
   const s = await waitFor('3 TLS streams with one event each', () => ok.sample(), (x: Sample) => x.events === 3);
   assert.equal(s.connected, 3);
