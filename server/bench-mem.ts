@@ -1,7 +1,7 @@
 // Memory sanity check of the comet server (a script, not a test): RSS and PSS of the server process with 0,
-// half and all of N idle `/test/<id>` streams open, then after one message to every id.
+// `--mid` (default half) and all of N idle `/test/<id>` streams open, then after one message to every id.
 //
-//   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--addrs 4] [--settle 3s]
+//   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--mid N/2] [--addrs 4] [--settle 3s]
 //       [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]   (--fanout 0 skips the fan-out phase)
 //
 // The server runs as the real CLI (with its shebang's node flags) in a child process; the client runs in
@@ -99,6 +99,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       conns: { type: 'string', default: '10000' },
+      mid: { type: 'string' },
       addrs: { type: 'string', default: '4' },
       settle: { type: 'string', default: '3s' },
       fanout: { type: 'string', default: '5s' },
@@ -157,7 +158,7 @@ async function main(): Promise<void> {
   });
   children.push(cl);
   await waitMessage(cl, 'ready');
-  const half = Math.floor(conns / 2);
+  const half = values.mid === undefined ? Math.floor(conns / 2) : parseIntFlag('--mid', values.mid, 1, conns);
   cl.send({ cmd: 'open', upto: half });
   let r = await waitMessage(cl, 'opened');
   await sample(`${r.ok} open`);
