@@ -216,6 +216,11 @@ async function main(): Promise<void> {
 
   cl.send({ cmd: 'stop' });
   await new Promise((res) => cl.once('exit', res));
+  // Every stream closed: the router maps must be empty and memory should fall back towards idle.
+  for (let i = 0; i < 100 && (await stats()).connections! > 0; i++) await sleep(50);
+  await sample('all closed');
+  const end = await stats();
+  if (end.connections !== 0 || end.ids !== 0) process.stderr.write(`bench-mem: LEAK? ${end.connections} streams, ${end.ids} ids left\n`);
   process.kill(pid, 'SIGTERM');
   await new Promise((res) => server.once('exit', res));
   clearTimeout(hardStop);
@@ -235,7 +240,8 @@ async function main(): Promise<void> {
   const dc = full.conns - mid.conns;
   process.stdout.write(
     `marginal ${mid.conns}→${full.conns}: RSS ${((full.mem.rssKB - mid.mem.rssKB) / dc).toFixed(2)} KB/conn, PSS ${((full.mem.pssKB - mid.mem.pssKB) / dc).toFixed(2)} KB/conn; ` +
-      `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn\n`,
+      `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn; ` +
+      `after all closed: ${end.connections} streams, ${end.ids} ids in the router\n`,
   );
   process.stdout.write(fan);
   process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, chunks dropped ${st.chunksDropped}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);

@@ -65,7 +65,10 @@ export interface CometServer {
   controlHost: string;
   /** The current /stats document. */
   stats(): ServerStats;
-  /** Publishes a message in-process (same path and counters as the control API); resolves to connections reached. */
+  /**
+   * Publishes a message in-process (same path and counters as the control API); resolves to connections reached.
+   * Deliveries are written on the next setImmediate, so a caller publishing in a tight loop should yield now and then.
+   */
   publish(id: number, msg: string): Promise<number>;
   /** Graceful stop: stop accepting, end every stream (terminating chunk), close the control API; ≤ grace period. */
   stop(): Promise<void>;
