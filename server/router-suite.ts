@@ -1,5 +1,6 @@
 // The shared router test suite: every Router implementation (local now; cross-process and Redis buses later)
-// runs exactly these cases through `routerSuite(name, factory)` from its own *.test.ts.
+// runs exactly these cases through `routerSuite(name, factory, { peer })` from its own *.test.ts. Delivery is
+// awaited with a timeout, so buses whose delivery is asynchronous pass the same cases.
 import assert from 'node:assert/strict';
 import { describe, it, afterEach } from 'node:test';
 import { runInNewContext } from 'node:vm';
@@ -16,6 +17,12 @@ export interface TestConn {
 export interface SuiteOptions {
   /** Longest wait for an asynchronous delivery, in ms (default 2000). */
   timeoutMs?: number;
+  /**
+   * Builds a second node on the same bus as `first` (another worker, another host), for the cross-node cases.
+   * A bus returns a new router connected to the same registry or Redis; the local router is a degenerate
+   * one-node bus and returns `first` itself.
+   */
+  peer?: (first: Router<TestConn>, deliver: Deliver<TestConn>) => Router<TestConn> | Promise<Router<TestConn>>;
 }
 
 function conn(name: string): TestConn {
@@ -41,15 +48,60 @@ export function routerSuite(name: string, factory: RouterFactory<TestConn>, opti
   const timeoutMs = options.timeoutMs ?? 2000;
   describe(`router: ${name}`, () => {
     let router: Router<TestConn> | null = null;
+    let peer: Router<TestConn> | null = null;
     const deliver: Deliver<TestConn> = (msg, conns) => {
       for (const c of conns) c.got.push(msg);
       return conns.size;
     };
     const make = async (): Promise<Router<TestConn>> => (router = await factory(deliver));
+    const makePair = async (): Promise<[Router<TestConn>, Router<TestConn>]> => {
+      const a = await make();
+      peer = await options.peer!(a, deliver);
+      return [a, peer];
+    };
     afterEach(async () => {
+      if (peer !== null && peer !== router) await peer.close();
       await router?.close();
       router = null;
+      peer = null;
     });
+
+    if (options.peer) {
+      it('across nodes: a message sent on one node reaches the connections logged in on the other', async () => {
+        const [a, b] = await makePair();
+        const x = conn('x');
+        a.login(11, x);
+        await b.send(11, 'from b');
+        await until(() => x.got.length === 1, 'cross-node delivery', timeoutMs);
+        assert.deepEqual(x.got, ['from b']);
+      });
+
+      it('across nodes: an id logged in on both nodes gets each message exactly once per connection', async () => {
+        const [a, b] = await makePair();
+        const x = conn('x');
+        const y = conn('y');
+        a.login(12, x);
+        b.login(12, y);
+        await a.send(12, 'one');
+        await b.send(12, 'two');
+        await until(() => x.got.length === 2 && y.got.length === 2, 'both nodes', timeoutMs);
+        assert.deepEqual(x.got, ['one', 'two']);
+        assert.deepEqual(y.got, ['one', 'two']);
+      });
+
+      it('across nodes: after logout nothing more arrives (a later message to another id is the barrier)', async () => {
+        const [a, b] = await makePair();
+        const x = conn('x');
+        const barrier = conn('barrier');
+        a.login(13, x);
+        a.login(14, barrier);
+        a.logout(x);
+        await b.send(13, 'too late');
+        await b.send(14, 'barrier');
+        await until(() => barrier.got.length === 1, 'the barrier message', timeoutMs);
+        assert.deepEqual(x.got, []);
+      });
+    }
 
     it('delivers to the connection logged in as the id and returns how many it reached', async () => {
       const r = await make();
