@@ -32,7 +32,8 @@ Options:
   --version             print the version
 
 When ready it prints one line on stderr: "listening port=<p> control=<c> ...".
-SIGINT/SIGTERM: stop accepting, end every stream with its terminating chunk, exit within ${formatDuration(L.shutdownGraceMs)}.
+SIGINT/SIGTERM: stop accepting, end every stream with its terminating chunk, destroy what is still open after
+${formatDuration(L.shutdownGraceMs)}, exit within 5s. A second signal exits at once.
 `;
 
 function version(): string {
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
   );
   onInterrupt(async () => {
     // Belt and braces: whatever happens in stop(), the process is gone shortly after the grace period.
-    setTimeout(() => process.exit(1), DEFAULT_LIMITS.shutdownGraceMs + 1000).unref();
+    setTimeout(() => process.exit(1), DEFAULT_LIMITS.shutdownGraceMs + 900).unref();
     const st = s.stats();
     await s.stop();
     process.stderr.write(`stopped: ${st.connections} streams ended, ${st.messagesIn} messages in, ${st.chunksOut} chunks out\n`);

@@ -25,7 +25,7 @@ export interface Limits {
   maxBatchBytes: number;
   /** Most open sockets on the streaming port; further connections get 503 and are closed (0 = no limit). */
   maxConns: number;
-  /** Time a graceful stop waits for streams to close before destroying them, in ms. */
+  /** Time a graceful stop waits for clients to close their ended streams before destroying them, in ms (under 5 s, so the process exits within 5 s). */
   shutdownGraceMs: number;
   /** Time an answered-and-ending connection (error reply, 503) may linger before it is destroyed, in ms. */
   lingerMs: number;
@@ -46,7 +46,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxMessageBytes: 64 * 1024,
   maxBatchBytes: 1024 * 1024,
   maxConns: 0,
-  shutdownGraceMs: 5_000,
+  shutdownGraceMs: 4_000,
   lingerMs: 2_000,
   sweepIntervalMs: 250,
 });
