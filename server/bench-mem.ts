@@ -2,7 +2,8 @@
 // `--mid` (default half) and all of N idle `/test/<id>` streams open, then after one message to every id.
 //
 //   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--mid N/2] [--addrs 4] [--settle 3s]
-//       [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]   (--fanout 0 skips the fan-out phase)
+//       [--latency 10s] [--rate 1000] [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]
+//   (--latency 0 / --fanout 0 skip those phases)
 //
 // The server runs as the real CLI (with its shebang's node flags) in a child process; the client runs in
 // another child process (raw node:net, spread over destination addresses 127.0.0.1..127.0.0.<addrs>), so neither
@@ -13,6 +14,8 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseIntFlag } from '../lib/flags.js';
+import { createHistogram, encodeHistogram, formatMicros, mergeEncoded, recordLatency, summarize } from '../lib/histogram.js';
+import { findMarker, formatMessage, nowMicros } from '../lib/marker.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
@@ -39,6 +42,7 @@ async function client(port: number, addrs: number): Promise<void> {
   let bytes = 0;
   let chunks = 0;
   const BR = Buffer.from('<br/>');
+  const hist = createHistogram();
   const send = (m: object): void => void process.send!(m);
   const openOne = (i: number): Promise<void> =>
     new Promise((resolve) => {
@@ -48,7 +52,13 @@ async function client(port: number, addrs: number): Promise<void> {
       s.on('connect', () => s.write(`GET /test/${i + 1} HTTP/1.1\r\nHost: bench\r\n\r\n`));
       s.on('data', (d: Buffer) => {
         bytes += d.length;
-        for (let k = d.indexOf(BR); k >= 0; k = d.indexOf(BR, k + 5)) chunks++;
+        let from = 0;
+        for (let k = d.indexOf(BR); k >= 0; k = d.indexOf(BR, k + 5)) {
+          chunks++;
+          const t = findMarker(d, from, k);
+          if (t >= 0) recordLatency(hist, nowMicros() - t);
+          from = k + 5;
+        }
         if (!head) {
           head = true;
           ok++;
@@ -73,6 +83,9 @@ async function client(port: number, addrs: number): Promise<void> {
       send({ ev: 'opened', ok, failed });
     } else if (m.cmd === 'count') {
       send({ ev: 'count', bytes, chunks });
+    } else if (m.cmd === 'latency') {
+      send({ ev: 'latency', hist: encodeHistogram(hist) });
+      hist.reset();
     } else if (m.cmd === 'stop') {
       for (const s of sockets) s.destroy();
       process.exit(0);
@@ -103,6 +116,8 @@ async function main(): Promise<void> {
       addrs: { type: 'string', default: '4' },
       settle: { type: 'string', default: '3s' },
       fanout: { type: 'string', default: '5s' },
+      latency: { type: 'string', default: '10s' },
+      rate: { type: 'string', default: '1000' },
       batch: { type: 'string', default: '1000' },
       'node-arg': { type: 'string', multiple: true, default: [] },
       client: { type: 'string' },
@@ -115,6 +130,8 @@ async function main(): Promise<void> {
   const settleMs = parseDuration('--settle', values.settle!, 0, 60_000);
   const fanoutMs = parseDuration('--fanout', values.fanout!, 0, 60_000);
   const batch = parseIntFlag('--batch', values.batch!, 1, 10_000);
+  const latencyMs = parseDuration('--latency', values.latency!, 0, 120_000);
+  const rate = parseIntFlag('--rate', values.rate!, 1, 20_000);
 
   const hardStop = setTimeout(() => {
     process.stderr.write('bench-mem: deadline reached, stopping\n');
@@ -177,6 +194,44 @@ async function main(): Promise<void> {
 
   // Fan-out: publish NDJSON batches to random ids back to back for a while, then wait until the client has
   // received every chunk the server wrote; the rate is chunks received per second of the whole phase.
+  // Latency: one POST /send/<id> per message at a fixed rate, each message stamped with its send time (@t=);
+  // the client records arrival − stamp. Sends are paced against the schedule, so a slow answer is not hidden.
+  let lat = '';
+  if (latencyMs > 0) {
+    cl.send({ cmd: 'latency' });
+    await waitMessage(cl, 'latency'); // resets the client's histogram
+    const t0 = performance.now();
+    const total = Math.floor((latencyMs / 1000) * rate);
+    // The lightest publisher: one keep-alive socket with pipelined raw POSTs, so the figure is the server's
+    // and the client's, not an HTTP client library's queueing. Answers are read and counted.
+    const pub = net.connect({ port: control, host: '127.0.0.1' });
+    pub.setNoDelay(true);
+    await new Promise((res) => pub.once('connect', res));
+    let answered = 0;
+    pub.on('data', (d: Buffer) => {
+      for (let k = d.indexOf('HTTP/1.1 200'); k >= 0; k = d.indexOf('HTTP/1.1 200', k + 1)) answered++;
+    });
+    for (let i = 0; i < total; i++) {
+      const due = t0 + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 1) await sleep(wait);
+      const id = 1 + Math.floor(Math.random() * conns);
+      const body = formatMessage('Fake message', i, nowMicros());
+      pub.write(`POST /send/${id} HTTP/1.1\r\nHost: bench\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    }
+    for (let i = 0; i < 100 && answered < total; i++) await sleep(20);
+    pub.destroy();
+    await sleep(500);
+    cl.send({ cmd: 'latency' });
+    const h = createHistogram();
+    mergeEncoded(h, (await waitMessage(cl, 'latency')).hist as unknown as string);
+    const q = summarize(h);
+    lat =
+      `latency at ${rate} msg/s for ${latencyMs / 1000} s (one raw POST /send/<id> each, ${answered} answered 200; send stamp → client read): ` +
+      `${q.count} of ${total} received, p50 ${formatMicros(q.p50)}, p90 ${formatMicros(q.p90)}, p99 ${formatMicros(q.p99)}, ` +
+      `p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}\n`;
+  }
+
   let fan = '';
   if (fanoutMs > 0) {
     const s0 = await stats();
@@ -243,6 +298,7 @@ async function main(): Promise<void> {
       `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn; ` +
       `after all closed: ${end.connections} streams, ${end.ids} ids in the router\n`,
   );
+  process.stdout.write(lat);
   process.stdout.write(fan);
   process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, chunks dropped ${st.chunksDropped}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);
 }
