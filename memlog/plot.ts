@@ -3,7 +3,8 @@
 // (minutes elapsed): memory in MiB, established connections, and KB per connection.
 
 import { writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
 import * as vega from 'vega';
 import * as vl from 'vega-lite';
 import { Resvg } from '@resvg/resvg-js';
@@ -210,11 +211,16 @@ export async function renderSvg(rows: readonly LogRow[], opts: PlotOptions = {})
   }
 }
 
-/** Rasterizes an SVG to PNG with resvg, using the system's fonts (DejaVu Sans on Debian: fonts-dejavu-core). */
+// DejaVu Sans ships with the dejavu-fonts-ttf package, so a PNG looks the same on every machine, whatever fonts
+// the system has (a fresh server image may have none, and resvg then draws no text at all).
+const FONT_DIR = join(dirname(createRequire(import.meta.url).resolve('dejavu-fonts-ttf/package.json')), 'ttf');
+const FONT_FILES = ['DejaVuSans.ttf', 'DejaVuSans-Bold.ttf'].map((f) => join(FONT_DIR, f));
+
+/** Rasterizes an SVG to PNG with resvg, using the bundled DejaVu Sans (no system fonts needed). */
 export function svgToPng(svg: string, scale = PLOT_LIMITS.defaultScale): Buffer {
   const resvg = new Resvg(svg, {
     fitTo: { mode: 'zoom', value: scale },
-    font: { loadSystemFonts: true, defaultFontFamily: PLOT_LIMITS.font, sansSerifFamily: PLOT_LIMITS.font },
+    font: { fontFiles: FONT_FILES, loadSystemFonts: false, defaultFontFamily: PLOT_LIMITS.font, sansSerifFamily: PLOT_LIMITS.font },
     background: 'white',
   });
   return resvg.render().asPng();
