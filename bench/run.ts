@@ -193,6 +193,8 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   const meters = new Map<string, CpuMeter>();
   let machineAtMsgStart: ReturnType<typeof machineCpu>;
   let machineAtMsgEnd: ReturnType<typeof machineCpu>;
+  let c1mAtMsgStart: NodeJS.CpuUsage | undefined;
+  let c1mAtMsgEnd: NodeJS.CpuUsage | undefined;
   let statsTimer: NodeJS.Timeout | undefined;
   const uss: { idle?: number; plateau?: number; msgEnd?: number } = {};
   let progressTimer: NodeJS.Timeout | undefined;
@@ -353,6 +355,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
       m.mark('msgStart');
     }
     machineAtMsgStart = machineCpu();
+    c1mAtMsgStart = process.cpuUsage();
     phase = 'messages';
     phases.msgStart = Date.now();
     const target = o.publishTarget ?? `http://127.0.0.1:${controlPort}`;
@@ -380,6 +383,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
       m.mark('msgEnd');
     }
     machineAtMsgEnd = machineCpu();
+    c1mAtMsgEnd = process.cpuUsage(c1mAtMsgStart);
     uss.msgEnd = readTreeUssKB(serverPid!);
 
     // ---- Drain: every chunk the server wrote has reached floodtest ----
@@ -434,7 +438,8 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   if (machineAtMsgStart && machineAtMsgEnd && phases.msgStart !== undefined && phases.msgEnd !== undefined) {
     const sec = (phases.msgEnd - phases.msgStart) / 1000;
     cpu.machineBusy = Math.round(((100 * (machineAtMsgEnd.busySec - machineAtMsgStart.busySec)) / sec) * 10) / 10;
-    const ours = (cpu.server ?? 0) + (cpu.floodtest ?? 0) + (cpu.msggen ?? 0) + (cpu.memlog ?? 0);
+    if (c1mAtMsgEnd) cpu.c1m = Math.round(((c1mAtMsgEnd.user + c1mAtMsgEnd.system) / 1e4 / sec) * 10) / 10;
+    const ours = (cpu.server ?? 0) + (cpu.floodtest ?? 0) + (cpu.msggen ?? 0) + (cpu.memlog ?? 0) + (cpu.c1m ?? 0);
     cpu.other = Math.max(0, Math.round((cpu.machineBusy - ours) * 10) / 10);
   }
   const summary = computeSummary({

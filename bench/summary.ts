@@ -82,6 +82,8 @@ export interface CpuFigures {
   floodtest?: number;
   msggen?: number;
   memlog?: number;
+  /** The orchestrator itself (stats polling, /proc readings, parsing the tools' output). */
+  c1m?: number;
   /** Whole machine, % of one core (2 cores = 200%). */
   machineBusy?: number;
   /** Machine busy minus the run's parties: other load sharing the machine. */
@@ -435,8 +437,8 @@ export function formatSummaryMd(s: Summary, title: string, context: string[]): s
     out.push('', `Publish latency (msggen, scheduled send → ack): p50 ${us(q.p50)}, p99 ${us(q.p99)}, p99.9 ${us(q.p999)}, max ${us(q.max)}.`);
   }
   const c = s.cpu;
-  out.push('', '## CPU during the message phase (% of one core)', '', '| server | floodtest | msggen | memlog | machine busy | other load |', '|---|---|---|---|---|---|');
-  out.push(`| ${pct(c.server)} | ${pct(c.floodtest)} | ${pct(c.msggen)} | ${pct(c.memlog)} | ${pct(c.machineBusy)} | ${pct(c.other)} |`);
+  out.push('', '## CPU during the message phase (% of one core)', '', '| server | floodtest | msggen | memlog | c1m | machine busy | other (kernel, other work) |', '|---|---|---|---|---|---|---|');
+  out.push(`| ${pct(c.server)} | ${pct(c.floodtest)} | ${pct(c.msggen)} | ${pct(c.memlog)} | ${pct(c.c1m)} | ${pct(c.machineBusy)} | ${pct(c.other)} |`);
   if (s.clientEventLoopDelayP99Ms !== null) out.push('', `floodtest event-loop delay p99: ${s.clientEventLoopDelayP99Ms.toFixed(1)} ms.`);
   out.push('', '## Checks', '');
   for (const ch of s.checks) out.push(`- ${ch.ok ? 'ok' : '**FAIL**'}: ${ch.detail}`);
