@@ -126,7 +126,10 @@ export const VERDICT_LIMITS = {
   maxGeneratorCpuPct: 90,
 };
 
-/** Memory figures in KB (per connection in KB too). */
+/**
+ * Memory figures in KB (per connection in KB too). Idle is the median sample between the server's start and the
+ * ramp; plateau the median sample between the plateau and the first message; peak the highest of the message phase.
+ */
 export interface MemFigures {
   idleRssKB: number | null;
   idlePssKB: number | null;
@@ -248,8 +251,10 @@ export function memoryFigures(mem: readonly MemSample[], p: Phases, uss: Summary
   };
   const between = (a: number | undefined, b: number | undefined): MemSample[] =>
     a === undefined || b === undefined ? [] : mem.filter((m) => m.unix * 1000 >= a && m.unix * 1000 <= b);
-  const idle = at(p.rampStart) ?? mem[0];
-  const plateau = at(p.msgStart) ?? (p.msgStart === undefined ? last(mem) : undefined);
+  // Idle and plateau are the median sample (by RSS) of their window, so one GC tooth does not set the figure.
+  const medianRow = (rows: MemSample[]): MemSample | undefined => (rows.length === 0 ? undefined : [...rows].sort((a, b) => rssOf(a) - rssOf(b))[Math.floor((rows.length - 1) / 2)]);
+  const idle = medianRow(between(p.serverReady ?? p.start, p.rampStart)) ?? at(p.rampStart) ?? mem[0];
+  const plateau = medianRow(between(p.plateau, p.msgStart)) ?? at(p.msgStart) ?? (p.msgStart === undefined ? last(mem) : undefined);
   const msgRows = between(p.msgStart, p.msgEnd);
   const msgEnd = last(msgRows) ?? at(p.msgEnd);
   const peak = msgRows.length > 0 ? msgRows.reduce((a, b) => (rssOf(b) > rssOf(a) ? b : a)) : plateau;
