@@ -53,7 +53,8 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
 
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
-      const status = err instanceof HttpError ? err.status : 500;
+      // Errors that carry an HTTP status (a message bus that is down: 503) keep it; anything else is a 500.
+      const status = err instanceof HttpError ? err.status : statusOf(err);
       const extra = err instanceof HttpError ? err.extra : {};
       const message = err instanceof Error ? err.message : String(err);
       if (res.headersSent) {
@@ -152,7 +153,14 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
       if (typeof id === 'string') throw bad(`bad id: ${id}`);
       if (typeof msg !== 'string') throw bad('missing "msg" (a string)');
       if (Buffer.byteLength(msg) > opts.limits.maxMessageBytes) throw bad(`msg longer than ${opts.limits.maxMessageBytes} bytes`);
-      delivered += await target.publish(id, msg);
+      let reached: number;
+      try {
+        reached = await target.publish(id, msg);
+      } catch (err) {
+        const e = bad(err instanceof Error ? err.message : String(err));
+        throw new HttpError(statusOf(err), e.message, e.extra);
+      }
+      delivered += reached;
       accepted++;
     }
     sendJson(res, 200, { accepted, delivered });
@@ -168,6 +176,12 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     });
   });
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+/** The HTTP status an error from the publish path asks for (`status` 4xx/5xx, e.g. BusDownError's 503), else 500. */
+function statusOf(err: unknown): number {
+  const status = (err as { status?: unknown } | null)?.status;
+  return typeof status === 'number' && status >= 400 && status <= 599 ? status : 500;
 }
 
 function allow(method: string, methods: string[]): void {

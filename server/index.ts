@@ -14,6 +14,7 @@ import {
 } from './limits.js';
 import { LocalRouter, type Router, type RouterFactory } from './router.js';
 import { Counters, snapshot, type ServerStats } from './stats.js';
+import type { BusStats } from './router-redis.js';
 import { StreamServer, type Conn } from './stream.js';
 
 export type { ServerStats } from './stats.js';
@@ -118,12 +119,18 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   const router: Router<Conn> = await (opts.router ?? ((d) => new LocalRouter<Conn>(d)))(stream.deliver);
   stream.router = router;
 
-  const stats = (): ServerStats =>
-    snapshot(counters, { connections: stream.connections, ids: router.idCount, sockets: stream.sockets }, startedAt);
+  // A bus router (Redis) reports its own part of /stats: state, outages, lost publishes, subscriptions.
+  const busStats = (router as { busStats?: () => BusStats }).busStats?.bind(router);
+  const stats = (): ServerStats => {
+    const s = snapshot(counters, { connections: stream.connections, ids: router.idCount, sockets: stream.sockets }, startedAt);
+    if (busStats) s.bus = busStats();
+    return s;
+  };
 
   const publish = async (id: number, msg: string): Promise<number> => {
-    counters.messagesIn++;
+    // Counted once the router took it: a bus that is down rejects the send (counted there, in bus.lostOnBus).
     const reached = await router.send(id, msg);
+    counters.messagesIn++;
     if (reached > 0) counters.messagesDelivered++;
     else counters.toNobody++;
     return reached;

@@ -1,4 +1,5 @@
 // The server's counters, the /stats JSON and the /metrics Prometheus text, defined together so they cannot drift.
+import type { BusStats } from './router-redis.js';
 
 /** Monotonic counters kept by the streaming listener and the publish path (plain numbers, no allocation). */
 export class Counters {
@@ -76,7 +77,23 @@ export interface ServerStats {
   arrayBuffers: number;
   uptimeSec: number;
   pid: number;
+  /** With `--router redis://…`: the message bus's state and counters (see router-redis.ts). */
+  bus?: BusStats;
 }
+
+/** Bus figures in /metrics (with `--router redis://…`). */
+const BUS_METRICS: Array<[keyof BusStats, 'gauge' | 'counter', string, string]> = [
+  ['outages', 'counter', 'c1m_bus_outages_total', 'Times the message bus went down.'],
+  ['lastOutageMs', 'gauge', 'c1m_bus_last_outage_ms', 'Length of the last finished bus outage, ms.'],
+  ['downForMs', 'gauge', 'c1m_bus_down_for_ms', 'Length of the current bus outage so far, ms (0 when up).'],
+  ['published', 'counter', 'c1m_bus_published_total', 'Messages published on the bus and confirmed.'],
+  ['publishedToNobody', 'counter', 'c1m_bus_published_to_nobody_total', 'Published messages no server was subscribed to.'],
+  ['lostOnBus', 'counter', 'c1m_bus_lost_total', 'Messages that could not be published (bus down or connection dropped).'],
+  ['received', 'counter', 'c1m_bus_received_total', 'Messages received from the bus.'],
+  ['receivedToNobody', 'counter', 'c1m_bus_received_to_nobody_total', 'Received messages whose id had no local stream any more.'],
+  ['channels', 'gauge', 'c1m_bus_channels', 'Bus channels (ids) this process is subscribed to.'],
+  ['resubscribed', 'counter', 'c1m_bus_resubscribed_total', 'Ids re-subscribed after reconnects.'],
+];
 
 /** Builds the /stats document from the counters and the live gauges. */
 export function snapshot(c: Counters, gauges: { connections: number; ids: number; sockets: number }, startedAt: number): ServerStats {
@@ -153,6 +170,11 @@ export function prometheus(s: ServerStats): string {
   let out = '';
   for (const [key, type, name, help] of METRICS) {
     out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${s[key]}\n`;
+  }
+  if (s.bus !== undefined) {
+    const bus = s.bus;
+    out += `# HELP c1m_bus_up Whether the message bus is up (1) or down (0).\n# TYPE c1m_bus_up gauge\nc1m_bus_up ${bus.state === 'up' ? 1 : 0}\n`;
+    for (const [key, type, name, help] of BUS_METRICS) out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${bus[key]}\n`;
   }
   return out;
 }
