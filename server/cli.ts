@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { FlagError, formatDuration, parseDuration, parseIntFlag, parsePort, parseSize } from '../lib/flags.js';
 import { onInterrupt } from '../lib/signals.js';
 import { ServerConfigError, startCometServer, type CometServerOptions } from './index.js';
+import { parseRouterFlag } from './router-redis.js';
 import { DEFAULT_CONTROL_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, LIMIT_RANGES } from './limits.js';
 
 const L = DEFAULT_LIMITS;
@@ -28,6 +29,8 @@ Options:
   --request-timeout D   time to send a complete request head (default ${formatDuration(L.requestTimeoutMs)}; 100ms..1h)
   --max-message SIZE    largest message, POST /send/<id> body (default 64KiB; 1..64MiB)
   --max-batch SIZE      largest NDJSON batch, POST /send body (default 1MiB; 1..1GiB)
+  --router R            local (default: in-process) or redis://host:6379: servers on several hosts share
+                        one Redis and each message reaches the id's streams on every server
   --help                print this help
   --version             print the version
 
@@ -59,6 +62,7 @@ function parse(argv: string[]): CometServerOptions | 'help' | 'version' {
       'request-timeout': { type: 'string' },
       'max-message': { type: 'string' },
       'max-batch': { type: 'string' },
+      router: { type: 'string' },
       help: { type: 'boolean' },
       version: { type: 'boolean' },
     },
@@ -81,6 +85,7 @@ function parse(argv: string[]): CometServerOptions | 'help' | 'version' {
   }
   if (values['max-message'] !== undefined) opts.maxMessageBytes = parseSize('--max-message', values['max-message'], ...R.maxMessageBytes);
   if (values['max-batch'] !== undefined) opts.maxBatchBytes = parseSize('--max-batch', values['max-batch'], ...R.maxBatchBytes);
+  if (values.router !== undefined) opts.router = parseRouterFlag('--router', values.router);
   return opts;
 }
 

@@ -1,6 +1,8 @@
 // The Redis router against a real redis-server: the shared router suite (a second Redis router as the peer),
 // two comet servers on one Redis, a Redis crash and restart in the middle, and batching of subscriptions.
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startCometServer, type CometServer } from './index.js';
 import { routerSuite, until, type TestConn } from './router-suite.js';
@@ -158,5 +160,54 @@ describe('two comet servers on one Redis', () => {
     await c.until(htmlChunk(2, 'after'));
     assert.ok(!c.text.includes('during') && !c.text.includes('batched'));
     assert.equal(c.closed, false);
+  });
+});
+
+describe('comet-server --router redis://… (separate processes, as on separate hosts)', () => {
+  const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+  const children: ChildProcess[] = [];
+  const clients: RawClient[] = [];
+  after(() => {
+    for (const c of clients) c.close();
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
+  const run = (args: string[]): { child: ChildProcess; stderr: () => string; exit: Promise<number | null> } => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, C1M_TOKEN: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let err = '';
+    child.stderr!.on('data', (d) => (err += d));
+    return { child, stderr: () => err, exit: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+  };
+  const ready = async (r: ReturnType<typeof run>): Promise<{ port: number; control: number }> => {
+    let m: RegExpExecArray | null = null;
+    await eventually(() => (m = /listening .*port=(\d+) control=(\d+)/.exec(r.stderr())) !== null || r.child.exitCode !== null, 'the ready line', 10_000);
+    assert.ok(m, `no ready line: ${r.stderr()}`);
+    return { port: Number(m![1]), control: Number(m![2]) };
+  };
+
+  it('two server processes: a publish through one reaches a stream on the other', async () => {
+    const args = ['--host', '127.0.0.1', '--port', '0', '--control-port', '0', '--router', redis.url];
+    const [a, b] = await Promise.all([ready(run(args)), ready(run(args))]);
+    const onB = await openStream(b.port, '/test/801');
+    clients.push(onB);
+    let doc: { bus?: BusStats } = {};
+    // Poll B's /stats until its subscription is confirmed by Redis.
+    const deadline = Date.now() + 3000;
+    while (doc.bus?.channels !== 1 && Date.now() < deadline) {
+      doc = (await (await fetch(`http://127.0.0.1:${b.control}/stats`)).json()) as { bus?: BusStats };
+    }
+    assert.equal(doc.bus?.channels, 1);
+    const r = await post(a.control, '/send/801', 'across processes');
+    assert.deepEqual(r.json, { delivered: 1 });
+    await onB.until(htmlChunk(1, 'across processes'));
+  });
+
+  it('a bad --router exits 2 naming the flag; an unreachable Redis exits 1 naming the URL', async () => {
+    const bad = run(['--port', '0', '--control-port', '0', '--router', 'http://127.0.0.1:6379']);
+    assert.equal(await bad.exit, 2);
+    assert.match(bad.stderr(), /--router: 'http:\/\/127\.0\.0\.1:6379' is neither 'local' nor a redis:\/\/host:port URL/);
+    const down = run(['--port', '0', '--control-port', '0', '--router', 'redis://127.0.0.1:1']);
+    assert.equal(await down.exit, 1);
+    assert.match(down.stderr(), /cannot connect to Redis at redis:\/\/127\.0\.0\.1:1/);
   });
 });

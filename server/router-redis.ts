@@ -21,6 +21,7 @@
 // set, not ours). Streams stay open throughout; messages other processes publish while this process's
 // subscription is down never reach it and cannot be counted here (their publishers see fewer subscribers).
 import { Redis } from 'ioredis';
+import { FlagError } from '../lib/flags.js';
 import type { Deliver, Router, RouterFactory } from './router.js';
 
 /** Prefix of the per-id channels; `channelOf` is the one place that spells a channel name. */
@@ -465,4 +466,24 @@ export function redactUrl(url: string): string {
 export function redisRouterFactory<C extends object>(opts: RedisRouterOptions | string): RouterFactory<C> {
   const o = typeof opts === 'string' ? { url: opts } : opts;
   return (deliver) => RedisRouter.connect<C>(deliver, o);
+}
+
+/**
+ * Reads `--router`: `local` (the default in-process router) or a `redis://` / `rediss://` URL; anything else is a
+ * FlagError naming the flag. Returns undefined for `local`.
+ */
+export function parseRouterFlag<C extends object>(flag: string, raw: string): RouterFactory<C> | undefined {
+  const v = raw.trim();
+  if (v === 'local') return undefined;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new FlagError(flag, `'${raw}' is neither 'local' nor a redis://host:port URL`);
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new FlagError(flag, `'${redactUrl(raw)}' is neither 'local' nor a redis://host:port URL`);
+  }
+  if (url.hostname === '') throw new FlagError(flag, `'${redactUrl(raw)}' has no host (redis://host:port)`);
+  return redisRouterFactory<C>(v);
 }
