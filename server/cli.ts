@@ -6,7 +6,8 @@ import { FlagError, formatDuration, parseDuration, parseIntFlag, parsePort, pars
 import { onInterrupt } from '../lib/signals.js';
 import { ServerConfigError, startCometServer, type CometServerOptions } from './index.js';
 import { parseRouterFlag } from './router-redis.js';
-import { DEFAULT_CONTROL_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, LIMIT_RANGES } from './limits.js';
+import { autoWorkers, parseListen, startCluster } from './cluster.js';
+import { DEFAULT_CONTROL_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, LIMIT_RANGES, WORKER_CONNS } from './limits.js';
 
 const L = DEFAULT_LIMITS;
 const R = LIMIT_RANGES;
@@ -31,6 +32,10 @@ Options:
   --max-batch SIZE      largest NDJSON batch, POST /send body (default 1MiB; 1..1GiB)
   --router R            local (default: in-process) or redis://host:6379: servers on several hosts share
                         one Redis and each message reaches the id's streams on every server
+  --workers N|auto      worker processes sharing the public port(s) (default 1 = one process; 1..256; auto = the
+                        cores, or more if --max-conns needs them at ${WORKER_CONNS} each); the primary serves the control API
+  --listen HOSTS:PORTS  public listeners instead of --host/--port, e.g. 127.0.0.1-127.0.0.8:8000 or 127.0.0.1:8000-8003
+                        (every host x port; repeatable)
   --help                print this help
   --version             print the version
 
@@ -44,7 +49,7 @@ function version(): string {
   return pkg.version;
 }
 
-function parse(argv: string[]): CometServerOptions | 'help' | 'version' {
+function parse(argv: string[]): (CometServerOptions & { workers: number }) | 'help' | 'version' {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -63,13 +68,15 @@ function parse(argv: string[]): CometServerOptions | 'help' | 'version' {
       'max-message': { type: 'string' },
       'max-batch': { type: 'string' },
       router: { type: 'string' },
+      workers: { type: 'string' },
+      listen: { type: 'string', multiple: true },
       help: { type: 'boolean' },
       version: { type: 'boolean' },
     },
   });
   if (values.help) return 'help';
   if (values.version) return 'version';
-  const opts: CometServerOptions = {};
+  const opts: CometServerOptions & { workers: number } = { workers: 1 };
   if (values.port !== undefined) opts.port = parsePort('--port', values.port);
   if (values.host !== undefined) opts.host = nonEmpty('--host', values.host);
   if (values['control-port'] !== undefined) opts.controlPort = parsePort('--control-port', values['control-port']);
@@ -86,6 +93,10 @@ function parse(argv: string[]): CometServerOptions | 'help' | 'version' {
   if (values['max-message'] !== undefined) opts.maxMessageBytes = parseSize('--max-message', values['max-message'], ...R.maxMessageBytes);
   if (values['max-batch'] !== undefined) opts.maxBatchBytes = parseSize('--max-batch', values['max-batch'], ...R.maxBatchBytes);
   if (values.router !== undefined) opts.router = parseRouterFlag('--router', values.router);
+  if (values.listen !== undefined) opts.listen = values.listen.flatMap((v) => parseListen('--listen', v));
+  if (values.workers !== undefined) {
+    opts.workers = values.workers === 'auto' ? autoWorkers(opts.maxConns ?? 0) : parseIntFlag('--workers', values.workers, 1, 256);
+  }
   return opts;
 }
 
@@ -115,7 +126,10 @@ async function main(): Promise<void> {
   }
   let server;
   try {
-    server = await startCometServer(parsed);
+    server =
+      parsed.workers > 1
+        ? await startCluster({ ...parsed, onEvent: (line) => process.stderr.write(`comet-server: ${line}\n`) })
+        : await startCometServer(parsed);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`comet-server: ${message}\n`);
@@ -124,12 +138,13 @@ async function main(): Promise<void> {
   const s = server;
   process.stderr.write(
     `listening port=${s.port} control=${s.controlPort} host=${s.host} control-host=${s.controlHost} ` +
-      `token=${parsed.token ? 'yes' : 'no'} pid=${process.pid}\n`,
+      `token=${parsed.token ? 'yes' : 'no'} pid=${process.pid} workers=${parsed.workers}` +
+      `${s.listening.length > 1 ? ` listen=${s.listening.map((l) => `${l.host}:${l.port}`).join(',')}` : ''}\n`,
   );
   onInterrupt(async () => {
     // Belt and braces: whatever happens in stop(), the process is gone shortly after the grace period.
     setTimeout(() => process.exit(1), DEFAULT_LIMITS.shutdownGraceMs + 900).unref();
-    const st = s.stats();
+    const st = await s.stats();
     await s.stop();
     process.stderr.write(`stopped: ${st.connections} streams ended, ${st.messagesIn} messages in, ${st.chunksOut} chunks out\n`);
     process.exit(0);

@@ -11,7 +11,8 @@ import { prometheus, type ServerStats } from './stats.js';
 export interface ControlTarget {
   /** Publishes one message; resolves to the number of connections reached. */
   publish(id: number, msg: string): Promise<number>;
-  stats(): ServerStats;
+  /** The /stats document (a cluster primary gathers it from its workers, hence the promise). */
+  stats(): ServerStats | Promise<ServerStats>;
 }
 
 /** Options of the control listener. */
@@ -91,12 +92,12 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     }
     if (path === '/stats') {
       allow(method, ['GET', 'HEAD']);
-      sendJson(res, 200, target.stats());
+      sendJson(res, 200, await target.stats());
       return;
     }
     if (path === '/metrics') {
       allow(method, ['GET', 'HEAD']);
-      const body = prometheus(target.stats());
+      const body = prometheus(await target.stats());
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
       res.end(method === 'HEAD' ? undefined : body);
       return;

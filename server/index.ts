@@ -1,6 +1,7 @@
 // The reference comet server as a library: `startCometServer(opts)` starts the streaming listener, the router
 // and the control API, and returns a handle with the bound ports, live stats and a graceful `stop()`.
 import type http from 'node:http';
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { startControl, isLoopback } from './control.js';
 import {
@@ -52,6 +53,13 @@ export interface CometServerOptions {
   limits?: Partial<Limits>;
   /** Builds the router; default: the in-process LocalRouter. */
   router?: RouterFactory<Conn>;
+  /**
+   * More public listeners besides host:port (`--listen`), all feeding the same streams, so clients can spread over
+   * several addresses/ports. When given, the first entry replaces host/port.
+   */
+  listen?: Array<{ host: string; port: number }>;
+  /** Start the control API (default true; a cluster worker has none: the primary serves it). */
+  control?: boolean;
 }
 
 /** A running server. */
@@ -62,6 +70,8 @@ export interface CometServer {
   controlPort: number;
   /** Public address as given. */
   host: string;
+  /** Every public listener with its bound port (host:port first, then the rest of `listen`). */
+  listening: Array<{ host: string; port: number }>;
   /** Control address as given. */
   controlHost: string;
   /** The current /stats document. */
@@ -104,7 +114,7 @@ export function resolveLimits(opts: CometServerOptions): Limits {
 /** Starts the comet server: streaming listener, router and control API. */
 export async function startCometServer(opts: CometServerOptions = {}): Promise<CometServer> {
   const limits = resolveLimits(opts);
-  const host = opts.host ?? DEFAULT_HOST;
+  const host = opts.listen?.[0]?.host ?? opts.host ?? DEFAULT_HOST;
   const controlHost = opts.controlHost ?? DEFAULT_CONTROL_HOST;
   const token = opts.token === undefined || opts.token === '' ? null : opts.token;
   if (!isLoopback(controlHost) && token === null) {
@@ -115,7 +125,7 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   }
   const startedAt = performance.now();
   const counters = new Counters();
-  const stream = new StreamServer({ host, port: opts.port ?? DEFAULT_PORT, limits, counters });
+  const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters });
   const router: Router<Conn> = await (opts.router ?? ((d) => new LocalRouter<Conn>(d)))(stream.deliver);
   stream.router = router;
 
@@ -137,19 +147,34 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   };
 
   let port: number;
+  // Extra listeners hand their sockets to the stream server's own connection handler: one set of streams and limits.
+  const extra: net.Server[] = [];
+  const listening: Array<{ host: string; port: number }> = [];
+  let control: { server: http.Server; port: number } | null = null;
   try {
     port = await stream.listen();
+    listening.push({ host, port });
+    for (const l of (opts.listen ?? []).slice(1)) {
+      const srv = net.createServer({ noDelay: true }, (socket) => stream.server.emit('connection', socket));
+      extra.push(srv);
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen({ host: l.host, port: l.port, backlog: 4096 }, () => {
+          srv.off('error', reject);
+          srv.on('error', () => counters.acceptErrors++);
+          resolve();
+        });
+      });
+      listening.push({ host: l.host, port: (srv.address() as net.AddressInfo).port });
+    }
+    if (opts.control !== false) {
+      control = await startControl(
+        { publish, stats },
+        { host: controlHost, port: opts.controlPort ?? DEFAULT_CONTROL_PORT, token, limits, onUnauthorized: () => counters.unauthorized++ },
+      );
+    }
   } catch (err) {
-    await router.close();
-    throw err;
-  }
-  let control: { server: http.Server; port: number };
-  try {
-    control = await startControl(
-      { publish, stats },
-      { host: controlHost, port: opts.controlPort ?? DEFAULT_CONTROL_PORT, token, limits, onUnauthorized: () => counters.unauthorized++ },
-    );
-  } catch (err) {
+    for (const srv of extra) srv.close();
     await stream.stop(0);
     await router.close();
     throw err;
@@ -158,13 +183,15 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
-      const controlClosed = new Promise<void>((resolve) => control.server.close(() => resolve()));
-      control.server.closeIdleConnections();
+      const controlClosed = control ? new Promise<void>((resolve) => control!.server.close(() => resolve())) : Promise.resolve();
+      control?.server.closeIdleConnections();
+      const extraClosed = Promise.all(extra.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
       await stream.stop(limits.shutdownGraceMs);
-      control.server.closeAllConnections();
+      control?.server.closeAllConnections();
       await controlClosed;
+      await extraClosed;
       await router.close();
     })());
 
-  return { port, controlPort: control.port, host, controlHost, stats, publish, stop };
+  return { port, controlPort: control?.port ?? 0, host, controlHost, listening, stats, publish, stop };
 }

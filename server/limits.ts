@@ -74,3 +74,9 @@ export const LIMIT_RANGES = {
   maxBatchBytes: [1, 1024 ** 3],
   shutdownGraceMs: [0, 60_000],
 } as const satisfies Partial<Record<keyof Limits, readonly [number, number]>>;
+
+/**
+ * Connections one server process holds comfortably under this machine's 20,000 open-files limit; `--workers auto`
+ * starts enough workers for `--max-conns` at this many each.
+ */
+export const WORKER_CONNS = 18_000;

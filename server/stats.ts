@@ -79,6 +79,32 @@ export interface ServerStats {
   pid: number;
   /** With `--router redis://…`: the message bus's state and counters (see router-redis.ts). */
   bus?: BusStats;
+  /** Cluster mode (`--workers N`): one entry per worker slot; the fields above are then sums (ids: distinct ids). */
+  workers?: WorkerStats[];
+  /** Cluster mode: workers replaced after they died. */
+  workerRestarts?: number;
+}
+
+/** One worker's figures in a cluster's /stats. */
+export interface WorkerStats {
+  slot: number;
+  pid: number;
+  /** False when the worker did not answer in time (figures are its last answer) or is being replaced. */
+  fresh: boolean;
+  connections: number;
+  ids: number;
+  sockets: number;
+  connectionsTotal: number;
+  closed: number;
+  chunksOut: number;
+  chunksDropped: number;
+  rss: number;
+  heapUsed: number;
+  /** Messages the primary routed to this worker (one IPC op each). */
+  delivers: number;
+  /** IPC messages (per-tick batches) the primary sent to it. */
+  ipcBatches: number;
+  restarts: number;
 }
 
 /** Bus figures in /metrics (with `--router redis://…`). */
@@ -93,6 +119,16 @@ const BUS_METRICS: Array<[keyof BusStats, 'gauge' | 'counter', string, string]> 
   ['receivedToNobody', 'counter', 'c1m_bus_received_to_nobody_total', 'Received messages whose id had no local stream any more.'],
   ['channels', 'gauge', 'c1m_bus_channels', 'Bus channels (ids) this process is subscribed to.'],
   ['resubscribed', 'counter', 'c1m_bus_resubscribed_total', 'Ids re-subscribed after reconnects.'],
+];
+
+/** Per-worker gauges in /metrics, labelled by slot and pid. */
+const WORKER_METRICS: Array<[keyof WorkerStats, 'gauge' | 'counter', string, string]> = [
+  ['connections', 'gauge', 'c1m_worker_connections', 'Open streaming connections of one worker.'],
+  ['ids', 'gauge', 'c1m_worker_ids', 'Distinct ids with an open stream on one worker.'],
+  ['chunksOut', 'counter', 'c1m_worker_chunks_out_total', 'Per-connection deliveries written by one worker.'],
+  ['rss', 'gauge', 'c1m_worker_rss_bytes', 'Resident set size of one worker.'],
+  ['delivers', 'counter', 'c1m_worker_ipc_delivers_total', 'Messages routed to one worker by the primary.'],
+  ['restarts', 'counter', 'c1m_worker_restarts_total', 'Times this worker slot was replaced.'],
 ];
 
 /** Builds the /stats document from the counters and the live gauges. */
@@ -175,6 +211,12 @@ export function prometheus(s: ServerStats): string {
     const bus = s.bus;
     out += `# HELP c1m_bus_up Whether the message bus is up (1) or down (0).\n# TYPE c1m_bus_up gauge\nc1m_bus_up ${bus.state === 'up' ? 1 : 0}\n`;
     for (const [key, type, name, help] of BUS_METRICS) out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${bus[key]}\n`;
+  }
+  if (s.workers !== undefined) {
+    for (const [key, type, name, help] of WORKER_METRICS) {
+      out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
+      for (const w of s.workers) out += `${name}{slot="${w.slot}",pid="${w.pid}"} ${w[key]}\n`;
+    }
   }
   return out;
 }
