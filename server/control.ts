@@ -3,6 +3,7 @@
 import http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { parseId } from './frame.js';
 import type { Limits } from './limits.js';
 import { prometheus, type ServerStats } from './stats.js';
@@ -71,6 +72,7 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
       if (status === 413) req.resume();
     });
   });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => clientError(err, socket, opts.limits.lingerMs));
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = req.url ?? '/';
@@ -177,6 +179,58 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     });
   });
   return { server, port: (server.address() as AddressInfo).port };
+}
+
+const kAnswered = Symbol('c1m.clientErrorAnswered');
+type ErrSocket = Duplex & { [kAnswered]?: true; _httpMessage?: http.ServerResponse | null };
+const CLIENT_ERROR_REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 413: 'Payload Too Large', 431: 'Request Header Fields Too Large' };
+
+/**
+ * Malformed input on the control port (a smuggling attempt with conflicting Content-Length/Transfer-Encoding,
+ * garbage pipelined behind a good request, oversized headers, a header timeout) gets a one-line JSON error and a
+ * close, like every other error of this API. Node's default handler writes its 400 at once, even while an earlier
+ * request on the same socket is still being answered: the client then reads that 400 as the answer to a request
+ * that was in fact applied (a message published but reported as refused). So the error waits for the answers
+ * already owed on the socket, in order, and only then goes out.
+ */
+function clientError(err: NodeJS.ErrnoException, sock: Duplex, lingerMs: number): void {
+  const socket = sock as ErrSocket;
+  // The dead parser reports every later read again; answer once.
+  if (socket[kAnswered]) return;
+  socket[kAnswered] = true;
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status =
+    err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
+  const reason = (err as { reason?: string }).reason ?? err.message;
+  const body = JSON.stringify({ error: `malformed request: ${String(reason).replace(/[\r\n]+/g, ' ')} (${err.code ?? 'unknown'})` }) + '\n';
+  const answer = (): void => {
+    // Wait only for answers to complete requests; an error inside a request's own body is that request's answer.
+    const pending = socket._httpMessage;
+    if (pending && !pending.writableFinished && !pending.destroyed && pending.req.complete) {
+      let once = false;
+      const next = (): void => {
+        if (once) return;
+        once = true;
+        answer();
+      };
+      pending.once('finish', next);
+      pending.once('close', next);
+      return;
+    }
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.end(
+      `HTTP/1.1 ${status} ${CLIENT_ERROR_REASONS[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    setTimeout(() => socket.destroy(), lingerMs).unref();
+  };
+  answer();
 }
 
 /** The HTTP status an error from the publish path asks for (`status` 4xx/5xx, e.g. BusDownError's 503), else 500. */

@@ -208,6 +208,11 @@ export class StreamServer {
     this.waiting.delete(conn);
     conn.n = chunk.length - end;
     this.route(conn, parser.head);
+    // Input pipelined behind the request in the same read counts against the same limit as later input.
+    if ((conn.kind as number) !== K_CLOSING && conn.n > this.limits.maxIgnoredInputBytes) {
+      this.c.inputAbuse++;
+      conn.socket.destroy();
+    }
   }
 
   private route(conn: Conn, head: RequestHead): void {
