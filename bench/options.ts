@@ -50,7 +50,7 @@ interface Preset {
 export const PRESETS: Record<'default' | 'c10k' | 'c100k' | 'soak', Preset> = {
   default: { conns: 10_000, connectRate: 1000, procs: 100, rate: 10, durationMs: 120_000 },
   c10k: { conns: 10_000, connectRate: 1000, procs: 100, rate: 10, durationMs: 300_000 },
-  c100k: { conns: 100_000, connectRate: 5000, procs: 100, rate: 10, durationMs: 600_000, destHosts: '127.0.0.1-127.0.0.8', serverFlags: ['--workers', 'auto'], note: 'needs comet-server --workers (the scale-out issue)' },
+  c100k: { conns: 100_000, connectRate: 5000, procs: 100, rate: 10, durationMs: 600_000, destHosts: '127.0.0.1-127.0.0.8', serverFlags: ['--workers', '6'], note: '6 server workers (~16,700 connections each, under the 20,000 open-files limit), listening on 0.0.0.0 so every 127.0.0.x reaches them' },
   soak: { conns: 10_000, connectRate: 1000, procs: 100, rate: 10, durationMs: 1_800_000 },
 };
 

@@ -96,6 +96,10 @@ function parse(argv: string[]): (CometServerOptions & { workers: number }) | 'he
   if (values.listen !== undefined) opts.listen = values.listen.flatMap((v) => parseListen('--listen', v));
   if (values.workers !== undefined) {
     opts.workers = values.workers === 'auto' ? autoWorkers(opts.maxConns ?? 0) : parseIntFlag('--workers', values.workers, 1, 256);
+    // The primary's registry is the bus between workers; a Redis bus per worker is not wired up yet.
+    if (opts.workers > 1 && values.router !== undefined && values.router !== 'local') {
+      throw new FlagError('--workers', 'more than 1 worker cannot be combined with --router redis://... yet (use --workers 1)');
+    }
   }
   return opts;
 }
