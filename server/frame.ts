@@ -17,7 +17,12 @@ export const HTML_PREFIX = 'Recvd msg #';
  * A receiver writes `<hex size>\r\nRecvd msg #<N>` before it (see htmlPrefix).
  */
 export function frameHtmlBody(msg: string): Buffer {
-  return Buffer.from(`: '${escapeHtml(msg)}'<br/>\r\n`, 'utf8');
+  return Buffer.from(frameHtmlText(msg), 'utf8');
+}
+
+/** frameHtmlBody as text (the streaming listener writes small batches as one string). */
+export function frameHtmlText(msg: string): string {
+  return `: '${escapeHtml(msg)}'<br/>\r\n`;
 }
 
 /** The per-connection start of an HTML chunk carrying message number `n` whose shared tail is `bodyLength` bytes. */
@@ -35,7 +40,12 @@ export function htmlPrefix(n: number, bodyLength: number, chunked: boolean): str
  * an `id:`, `event:` or `retry:` field, nor end its event early.
  */
 export function frameSseBody(msg: string): Buffer {
-  return Buffer.from('data: ' + msg.split(/\r\n|\r|\n/).join('\ndata: ') + '\n\n', 'utf8');
+  return Buffer.from(frameSseText(msg), 'utf8');
+}
+
+/** frameSseBody as text. */
+export function frameSseText(msg: string): string {
+  return 'data: ' + msg.split(/\r\n|\r|\n/).join('\ndata: ') + '\n\n';
 }
 
 /** The per-connection start of an SSE event: its `id:` line. */
