@@ -20,6 +20,8 @@ Usage: msggen [--procs 10] [--rate 10] [--num 1000000] [--max 10000] [--target h
   --max N           ids are drawn from 1..N                                    default 10000 (1..${RANGES.max[1]})
   --duration D      stop after D (500ms, 30s, 10m, 1h)                         default none
   --target URL      control API origin                                         default http://127.0.0.1:8001
+  --redis URL       publish straight to Redis (redis://host:6379) on the servers' per-id channels,
+                    instead of --target (for comet-server --router redis://...)  default none
   --token T         send 'Authorization: Bearer T'                             default env C1M_TOKEN, else none
   --dist D          id distribution: uniform or zipf (P(k) ∝ 1/k^s)            default uniform
   --zipf-s S        zipf exponent s                                            default 1     (${RANGES.zipfExponent[0]}..${RANGES.zipfExponent[1]})
@@ -58,6 +60,7 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
         max: { type: 'string' },
         duration: { type: 'string' },
         target: { type: 'string' },
+        redis: { type: 'string' },
         token: { type: 'string' },
         dist: { type: 'string' },
         'zipf-s': { type: 'string' },
@@ -90,6 +93,7 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
   o.max = int('--max', values.max, RANGES.max);
   if (values.duration !== undefined) o.durationMs = parseDuration('--duration', values.duration, 1);
   if (values.target !== undefined) o.target = values.target;
+  if (values.redis !== undefined) o.redis = values.redis;
   const token = values.token ?? process.env.C1M_TOKEN;
   if (token !== undefined && token !== '') o.token = token;
   if (values.dist !== undefined) o.dist = parseChoice('--dist', values.dist, DISTRIBUTIONS);

@@ -7,6 +7,8 @@
 // move): a completing request wakes the pump, which then finds them overdue, issues them and counts them late.
 // Their latency is measured from their scheduled time, so the stall is visible.
 import { Pool } from 'undici';
+import { Redis } from 'ioredis';
+import { channelOf } from '../server/router-redis.js';
 import type { Dispatcher } from 'undici';
 import { formatMessage } from '../lib/marker.js';
 import { createHistogram, encodeHistogram, recordLatency, type Histogram } from '../lib/histogram.js';
@@ -31,6 +33,8 @@ export const LIMITS = {
 export interface EngineConfig {
   target: string;
   token: string | undefined;
+  /** When set, messages are PUBLISHed straight to this Redis (one connection per engine) instead of the control API. */
+  redis: string | undefined;
   schedule: Schedule;
   max: number;
   dist: Distribution;
@@ -131,6 +135,8 @@ export class Engine {
   private readonly cfg: EngineConfig;
   private readonly s: Schedule;
   private readonly pool: Pool;
+  /** With --redis: the publishing connection (no offline queue: a publish while Redis is down fails and is counted). */
+  private readonly redis: Redis | null;
   private readonly rngs: Rng[];
   private readonly ids: IdSampler;
   private readonly total: number;
@@ -190,6 +196,18 @@ export class Engine {
     });
     // Failed connects are counted per request; the pool's own 'connectionError' event must not be unhandled.
     this.pool.on('connectionError', () => {});
+    this.redis =
+      cfg.redis === undefined
+        ? null
+        : new Redis(cfg.redis, {
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            maxRetriesPerRequest: 0,
+            autoResendUnfulfilledCommands: false,
+            retryStrategy: (times: number) => Math.min(times * 50, 500),
+            disconnectTimeout: 200, // ioredis's 2 s default keeps the process alive after a failed connect
+          });
+    this.redis?.on('error', () => {}); // failed publishes are counted per request; reconnect errors are not data
     this.finished = new Promise((resolve) => (this.resolveFinished = resolve));
   }
 
@@ -200,6 +218,19 @@ export class Engine {
    * server, opens the connection). Answers and errors are ignored and not counted; bounded by `timeoutMs`.
    */
   async warmup(timeoutMs = 2000): Promise<void> {
+    if (this.redis !== null) {
+      // The Redis connection is needed whether or not --no-warmup: connect it now, bounded; a failure shows up
+      // as failed publishes (REDIS_UNAVAILABLE) once the clock runs, while ioredis keeps reconnecting.
+      let timer: NodeJS.Timeout | undefined;
+      const r = this.redis;
+      await Promise.race([
+        r.connect().catch(() => {}),
+        new Promise<void>((resolve) => r.once('error', () => resolve())), // refused: no point waiting the whole timeout
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+      ]);
+      clearTimeout(timer);
+      return;
+    }
     if (!this.cfg.warmup) return;
     const probes = Array.from({ length: this.cfg.connections }, () =>
       this.pool
@@ -329,7 +360,59 @@ export class Engine {
     this.totals.late += late;
     this.inFlight++;
     this.lastIssueMs = now;
+    if (this.redis !== null) {
+      this.publishToRedis(this.redis, first, count, now);
+      return;
+    }
     this.pool.dispatch({ path, method: 'POST', body, headers, idempotent: this.pipelined, blocking: !this.pipelined }, new SendHandler(this, first, count, now));
+  }
+
+  /**
+   * Sends first..first+count-1 as one pipeline of PUBLISHes on the servers' channels. The answer is reported like
+   * a control API batch: `accepted` = publishes Redis confirmed, `delivered` = the sum of PUBLISH replies, i.e.
+   * server processes subscribed to the id (not connections: each such server holds at least one).
+   */
+  private publishToRedis(redis: Redis, first: number, count: number, now: number): void {
+    if (redis.status !== 'ready') {
+      const err = Object.assign(new Error('Redis is not connected'), { code: 'REDIS_UNAVAILABLE' });
+      // Reported on the next tick, like a network failure, so the issuing loop never re-enters complete().
+      setImmediate(() => this.complete(first, count, now, 0, '', err));
+      return;
+    }
+    const pipe = redis.pipeline();
+    for (let j = 0; j < count; j++) {
+      const { id, msg } = this.message(first + j);
+      pipe.publish(channelOf(id), msg);
+    }
+    pipe.exec().then(
+      (results) => {
+        let accepted = 0;
+        let delivered = 0;
+        for (const [err, reply] of results ?? []) {
+          if (err) continue;
+          accepted++;
+          delivered += Number(reply);
+        }
+        if (accepted === 0) this.complete(first, count, now, 0, '', Object.assign(new Error('publish failed'), { code: 'REDIS_PUBLISH_FAILED' }));
+        else this.complete(first, count, now, 200, JSON.stringify({ accepted, delivered }), undefined);
+      },
+      (err: unknown) => this.complete(first, count, now, 0, '', redisError(err)),
+    );
+  }
+
+  /** Ends the Redis connection: QUIT when connected, else stop its reconnect loop. */
+  private async closeRedis(): Promise<void> {
+    const r = this.redis;
+    if (r === null) return;
+    if (r.status === 'ready') {
+      try {
+        await r.quit();
+        return;
+      } catch {
+        /* fall through */
+      }
+    }
+    r.disconnect(false);
   }
 
   /** The id and text of send i (draws from its worker's own stream, so the order of draws per worker is fixed). */
@@ -426,11 +509,12 @@ export class Engine {
     // with UND_ERR_DESTROYED and is counted like any other error.
     let drainTimer: NodeJS.Timeout | undefined;
     const closed = await Promise.race([
-      this.idle().then(() => this.pool.close()).then(() => true),
+      this.idle().then(() => Promise.all([this.pool.close(), this.closeRedis()])).then(() => true),
       new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), this.cfg.drainMs))),
     ]);
     clearTimeout(drainTimer);
     if (!closed) {
+      this.redis?.disconnect(false); // rejects what is in flight: counted as errors below
       await this.pool.destroy();
       await this.idle();
     }
@@ -451,6 +535,14 @@ export class Engine {
       requestLatency: encodeHistogram(this.requestHist),
     });
   }
+}
+
+/** A Redis failure with a stable code: ioredis's own code or name, else REDIS_ERROR. */
+function redisError(err: unknown): Error & { code: string } {
+  const e = err instanceof Error ? err : new Error(String(err));
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string' && code) return e as Error & { code: string };
+  return Object.assign(e, { code: /Connection is closed|Stream isn't writeable/.test(e.message) ? 'REDIS_UNAVAILABLE' : `REDIS_${e.name === 'Error' ? 'ERROR' : e.name}` });
 }
 
 /** Reads `{"delivered": n}` or `{"accepted": n, "delivered": m}`; missing or unreadable fields are undefined. */

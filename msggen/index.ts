@@ -6,6 +6,7 @@ import { Engine, LIMITS, addCounters, emptyCounters, type Counters, type EngineC
 import { fullSchedule, threadSchedule } from './pace.js';
 import { DISTRIBUTIONS, MAX_IDS, randomSeed, type Distribution } from './random.js';
 import type { FromThread, ToThread } from './thread.js';
+import { redactUrl } from '../server/router-redis.js';
 
 export { LIMITS } from './engine.js';
 export type { Counters, StopReason } from './engine.js';
@@ -15,6 +16,11 @@ export type { Distribution } from './random.js';
 export interface MsggenOptions {
   /** Control API base URL. Default `http://127.0.0.1:8001`. */
   target?: string;
+  /**
+   * Publish straight to Redis at this `redis://host:port` URL (PUBLISH on the servers' per-id channels, see
+   * server/router-redis.ts) instead of through a control API; `target` and `token` are then unused.
+   */
+  redis?: string;
   /** Bearer token for the control API. Default none. */
   token?: string;
   /** Number of workers (the seed's parallel msggen processes). Default 10. */
@@ -145,8 +151,9 @@ export const RANGES = {
   seed: [0, Number.MAX_SAFE_INTEGER],
 } as const;
 
-type Resolved = Required<Omit<MsggenOptions, 'token' | 'onSample' | 'durationMs' | 'seed'>> & {
+type Resolved = Required<Omit<MsggenOptions, 'token' | 'onSample' | 'durationMs' | 'seed' | 'redis'>> & {
   token: string | undefined;
+  redis: string | undefined;
   durationMs: number;
   seed: number;
   onSample: ((s: Sample) => void) | undefined;
@@ -171,6 +178,17 @@ export function resolveOptions(o: MsggenOptions): Resolved {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new MsggenOptionError('target', `'${target}' must be http:// or https://`);
   if (url.pathname !== '/' || url.search || url.hash) throw new MsggenOptionError('target', `'${target}' must be an origin without a path (e.g. http://127.0.0.1:8001)`);
+  if (o.redis !== undefined) {
+    let r: URL | null = null;
+    try {
+      r = new URL(o.redis);
+    } catch {
+      /* reported below */
+    }
+    if (r === null || (r.protocol !== 'redis:' && r.protocol !== 'rediss:') || r.hostname === '') {
+      throw new MsggenOptionError('redis', `'${redactUrl(o.redis)}' is not a redis://host:port URL`);
+    }
+  }
   const procs = checkRange('procs', o.procs ?? 10);
   const threads = checkRange('threads', o.threads ?? 1);
   if (threads > procs) throw new MsggenOptionError('threads', `${threads} is more than procs (${procs}); allowed: 1 to ${procs}`);
@@ -189,6 +207,7 @@ export function resolveOptions(o: MsggenOptions): Resolved {
   return {
     target: url.origin,
     token: o.token,
+    redis: o.redis,
     procs,
     rate: checkRange('rate', o.rate ?? 10, false),
     num: checkRange('num', o.num ?? 1_000_000),
@@ -310,6 +329,7 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
   const base = {
     target: o.target,
     token: o.token,
+    redis: o.redis,
     max: o.max,
     dist: o.dist,
     zipfExponent: o.zipfExponent,
@@ -437,7 +457,7 @@ function buildSummary(o: Resolved, finals: EngineFinal[], startEpochMs: number, 
   const sendWindow = sendWindowMs / 1000;
   const summary: Summary = {
     type: 'summary',
-    target: o.target,
+    target: o.redis !== undefined ? redactUrl(o.redis) : o.target,
     procs: o.procs,
     rate: o.rate,
     requestedRate: o.procs * o.rate,
