@@ -156,6 +156,9 @@ export class RedisRouter<C extends object> implements Router<C> {
       lazyConnect: true,
       retryStrategy: (times: number) => Math.min(times * 50, reconnectMaxMs),
       connectionName: `c1m-${process.pid}`,
+      // A socket still open this long after close() is destroyed; ioredis's 2 s default keeps a stopped
+      // server's process alive that long when Redis was unreachable.
+      disconnectTimeout: 200,
     };
     this.pub = new Redis(opts.url, common);
     this.sub = new Redis(opts.url, common);
