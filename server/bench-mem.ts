@@ -3,7 +3,11 @@
 //
 //   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--mid N/2] [--addrs 4] [--settle 3s]
 //       [--latency 10s] [--rate 1000] [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]
-//   (--latency 0 / --fanout 0 skip those phases)
+//       [--flags='--max-semi-space-size=1 --optimize-for-size'] [--env MALLOC_ARENA_MAX=1 ...] [--probe]
+//   (--latency 0 / --fanout 0 skip those phases; --flags replaces the server's node flags, '' for none;
+//   the server's environment gets MALLOC_ARENA_MAX=1 as the CLI's shebang sets it; --env replaces that list,
+//   and --env NAME= removes NAME;
+//   --probe preloads bench-probe.js into the server to split the latency into publish → router → write)
 //
 // The server runs as the real CLI (with its shebang's node flags) in a child process; the client runs in
 // another child process (raw node:net, spread over destination addresses 127.0.0.1..127.0.0.<addrs>), so neither
@@ -19,17 +23,21 @@ import { findMarker, formatMessage, nowMicros } from '../lib/marker.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+const PROBE = fileURLToPath(new URL('./bench-probe.js', import.meta.url));
+const DEFAULT_FLAGS = '--max-semi-space-size=1 --optimize-for-size';
 const DEADLINE_MS = 180_000;
 
 interface Mem {
   rssKB: number;
   pssKB: number;
+  /** Anonymous (heap, stacks, malloc) part of RSS; the rest is file-backed (mostly the node binary). */
+  anonKB: number;
 }
 
 function smaps(pid: number): Mem {
   const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
-  return { rssKB: kb('Rss'), pssKB: kb('Pss') };
+  return { rssKB: kb('Rss'), pssKB: kb('Pss'), anonKB: kb('Anonymous') };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -120,6 +128,9 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '1000' },
       batch: { type: 'string', default: '1000' },
       'node-arg': { type: 'string', multiple: true, default: [] },
+      flags: { type: 'string', default: DEFAULT_FLAGS },
+      env: { type: 'string', multiple: true, default: ['MALLOC_ARENA_MAX=1'] },
+      probe: { type: 'boolean', default: false },
       client: { type: 'string' },
     },
     strict: true,
@@ -144,8 +155,19 @@ async function main(): Promise<void> {
   };
 
   // The bench listens on every local address so the client can spread over 127.0.0.1..127.0.0.N; only loopback is targeted.
-  const server = spawn(process.execPath, ['--max-semi-space-size=1', '--optimize-for-size', ...values['node-arg']!, CLI, '--host', '0.0.0.0', '--port', '0', '--control-port', '0'], {
+  const flags = [...values.flags!.split(' ').filter((f) => f !== ''), ...values['node-arg']!];
+  if (values.probe) flags.push(`--import=${PROBE}`);
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const kv of values.env!) {
+    const eq = kv.indexOf('=');
+    if (eq < 1) throw new Error(`--env ${kv}: expected NAME=value`);
+    if (eq === kv.length - 1) delete env[kv.slice(0, eq)];
+    else env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const loadStart = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const server = spawn(process.execPath, [...flags, CLI, '--host', '0.0.0.0', '--port', '0', '--control-port', '0'], {
     stdio: ['ignore', 'inherit', 'pipe'],
+    env,
   });
   children.push(server);
   let err = '';
@@ -201,6 +223,7 @@ async function main(): Promise<void> {
     cl.send({ cmd: 'latency' });
     await waitMessage(cl, 'latency'); // resets the client's histogram
     const t0 = performance.now();
+    const lcpu0 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
     const total = Math.floor((latencyMs / 1000) * rate);
     // The lightest publisher: one keep-alive socket with pipelined raw POSTs, so the figure is the server's
     // and the client's, not an HTTP client library's queueing. Answers are read and counted.
@@ -221,6 +244,9 @@ async function main(): Promise<void> {
     }
     for (let i = 0; i < 100 && answered < total; i++) await sleep(20);
     pub.destroy();
+    const lcpu1 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    const lticks = Number(lcpu1[13]) + Number(lcpu1[14]) - Number(lcpu0[13]) - Number(lcpu0[14]);
+    const lsec = (performance.now() - t0) / 1000;
     await sleep(500);
     cl.send({ cmd: 'latency' });
     const h = createHistogram();
@@ -229,7 +255,7 @@ async function main(): Promise<void> {
     lat =
       `latency at ${rate} msg/s for ${latencyMs / 1000} s (one raw POST /send/<id> each, ${answered} answered 200; send stamp → client read): ` +
       `${q.count} of ${total} received, p50 ${formatMicros(q.p50)}, p90 ${formatMicros(q.p90)}, p99 ${formatMicros(q.p99)}, ` +
-      `p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}\n`;
+      `p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}; server CPU ${((lticks / 100 / lsec) * 100).toFixed(0)}%\n`;
   }
 
   let fan = '';
@@ -265,7 +291,8 @@ async function main(): Promise<void> {
     fan =
       `fan-out: ${sent} messages in NDJSON batches of ${batch} over ${(tPub / 1000).toFixed(1)} s to random ids of ${conns}; ` +
       `client received ${got} chunks by ${(tAll / 1000).toFixed(1)} s = ${Math.round(got / (tAll / 1000))} msgs/s delivered; ` +
-      `server CPU ${((ticks / 100 / (tAll / 1000)) * 100).toFixed(0)}% (user ${((uticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%, system ${((sticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%)\n`;
+      `server CPU ${((ticks / 100 / (tAll / 1000)) * 100).toFixed(0)}% (user ${((uticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%, system ${((sticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%) = ` +
+      `${((ticks * 10_000) / got).toFixed(2)} µs of server CPU per delivered message (user ${((uticks * 10_000) / got).toFixed(2)}, system ${((sticks * 10_000) / got).toFixed(2)})\n`;
   }
   const st = await stats();
 
@@ -278,27 +305,32 @@ async function main(): Promise<void> {
   if (end.connections !== 0 || end.ids !== 0) process.stderr.write(`bench-mem: LEAK? ${end.connections} streams, ${end.ids} ids left\n`);
   process.kill(pid, 'SIGTERM');
   await new Promise((res) => server.once('exit', res));
+  const probeLines = err.split('\n').filter((l) => l.startsWith('probe:'));
   clearTimeout(hardStop);
 
   const idle = rows[0]!;
   const mid = rows[1]!;
   const full = rows[2]!;
   const fmt = (n: number, d = 1): string => n.toFixed(d).padStart(9);
-  process.stdout.write(`\nnode ${process.version}, server flags --max-semi-space-size=1 --optimize-for-size; load avg ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
-  process.stdout.write(`${'state'.padEnd(34)} ${'streams'.padStart(8)} ${'RSS MB'.padStart(9)} ${'PSS MB'.padStart(9)} ${'heap MB'.padStart(9)} ${'RSS KB/c'.padStart(9)} ${'PSS KB/c'.padStart(9)}\n`);
+  process.stdout.write(
+    `\nnode ${process.version}, server flags '${flags.join(' ')}'${values.env!.length ? ', env ' + values.env!.join(' ') : ''}; ` +
+      `load avg at start ${loadStart}, at end ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`,
+  );
+  process.stdout.write(`${'state'.padEnd(34)} ${'streams'.padStart(8)} ${'RSS MB'.padStart(9)} ${'PSS MB'.padStart(9)} ${'anon MB'.padStart(9)} ${'heap MB'.padStart(9)} ${'RSS KB/c'.padStart(9)} ${'PSS KB/c'.padStart(9)}\n`);
   for (const row of rows) {
     const per = (kb: number): string => (row.conns ? fmt(kb / row.conns, 2) : fmt(0, 2).replace(/0\.00/, '   -'));
     process.stdout.write(
-      `${row.label.padEnd(34)} ${String(row.conns).padStart(8)} ${fmt(row.mem.rssKB / 1024)} ${fmt(row.mem.pssKB / 1024)} ${fmt(row.heapMB)} ${per(row.mem.rssKB)} ${per(row.mem.pssKB)}\n`,
+      `${row.label.padEnd(34)} ${String(row.conns).padStart(8)} ${fmt(row.mem.rssKB / 1024)} ${fmt(row.mem.pssKB / 1024)} ${fmt(row.mem.anonKB / 1024)} ${fmt(row.heapMB)} ${per(row.mem.rssKB)} ${per(row.mem.pssKB)}\n`,
     );
   }
   const dc = full.conns - mid.conns;
   process.stdout.write(
     `marginal ${mid.conns}→${full.conns}: RSS ${((full.mem.rssKB - mid.mem.rssKB) / dc).toFixed(2)} KB/conn, PSS ${((full.mem.pssKB - mid.mem.pssKB) / dc).toFixed(2)} KB/conn; ` +
-      `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn; ` +
+      `over idle 0→${full.conns}: RSS ${((full.mem.rssKB - idle.mem.rssKB) / full.conns).toFixed(2)} KB/conn, anon ${((full.mem.anonKB - idle.mem.anonKB) / full.conns).toFixed(2)} KB/conn; ` +
       `after all closed: ${end.connections} streams, ${end.ids} ids in the router\n`,
   );
   process.stdout.write(lat);
+  for (const l of probeLines) process.stdout.write(l + '\n');
   process.stdout.write(fan);
   process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, chunks dropped ${st.chunksDropped}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);
 }

@@ -1,0 +1,82 @@
+// Latency attribution inside the server process (benchmarks only, never loaded by the server itself):
+//   node --import=./dist/server/bench-probe.js dist/server/cli.js ...      (bench-mem --probe does this)
+// For every message carrying an `@t=` send stamp it records, in microseconds since the stamp:
+// - `router`: when the router's send() is called (publisher write + kernel + node:http parse + control handler);
+// - `write`: when the framed bytes are handed to the stream socket's write() (adds the queue until the flush);
+// and it records every GC pause (PerformanceObserver 'gc') that fell between the first and the last stamped
+// message. On exit it prints one `probe:` line per figure on stderr. The client's read time completes the
+// chain (write → read = kernel + the client's own scheduling and GC).
+import net from 'node:net';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { createHistogram, formatMicros, recordLatency, summarize } from '../lib/histogram.js';
+import { findMarker, nowMicros } from '../lib/marker.js';
+import { LocalRouter } from './router.js';
+
+const hRouter = createHistogram();
+const hWrite = createHistogram();
+let first = -1;
+let last = -1;
+
+function stampOf(text: string): number {
+  const i = text.lastIndexOf('@t=');
+  if (i < 0) return -1;
+  const t = Number.parseInt(text.slice(i + 3, i + 19), 10);
+  return Number.isFinite(t) ? t : -1;
+}
+
+function mark(): void {
+  const t = performance.now();
+  if (first < 0) first = t;
+  last = t;
+}
+
+const send = LocalRouter.prototype.send;
+LocalRouter.prototype.send = function (this: LocalRouter<object>, id: number, msg: string): number {
+  const t = stampOf(msg);
+  if (t >= 0) {
+    recordLatency(hRouter, nowMicros() - t);
+    mark();
+  }
+  return send.call(this, id, msg);
+};
+
+type Write = (this: net.Socket, chunk: unknown, ...rest: unknown[]) => boolean;
+const write = net.Socket.prototype.write as unknown as Write;
+(net.Socket.prototype as unknown as { write: Write }).write = function (chunk, ...rest) {
+  const t = typeof chunk === 'string' ? stampOf(chunk) : chunk instanceof Uint8Array ? findMarker(chunk) : -1;
+  if (t >= 0) {
+    recordLatency(hWrite, nowMicros() - t);
+    mark();
+  }
+  return write.call(this, chunk, ...rest);
+};
+
+const gcs: Array<{ start: number; ms: number; kind: number }> = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    if (gcs.length < 100_000) gcs.push({ start: e.startTime, ms: e.duration, kind: ((e as unknown as { detail?: { kind?: number } }).detail?.kind) ?? 0 });
+  }
+}).observe({ entryTypes: ['gc'] });
+
+const KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-cb', 16: 'minor-mc' };
+
+process.on('exit', () => {
+  const line = (name: string, h: ReturnType<typeof createHistogram>): string => {
+    const q = summarize(h);
+    return `probe: stamp → ${name}: ${q.count} msgs, p50 ${formatMicros(q.p50)}, p90 ${formatMicros(q.p90)}, p99 ${formatMicros(q.p99)}, p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}\n`;
+  };
+  let out = line('router.send', hRouter) + line('socket.write', hWrite);
+  const inWindow = gcs.filter((g) => g.start >= first && g.start <= last);
+  const byKind = new Map<string, number[]>();
+  for (const g of inWindow) {
+    const k = KINDS[g.kind] ?? String(g.kind);
+    byKind.set(k, [...(byKind.get(k) ?? []), g.ms]);
+  }
+  const parts = [...byKind].map(([k, ms]) => {
+    ms.sort((a, b) => a - b);
+    const total = ms.reduce((a, b) => a + b, 0);
+    return `${k} ×${ms.length} (total ${total.toFixed(1)} ms, median ${ms[ms.length >> 1]!.toFixed(2)} ms, max ${ms[ms.length - 1]!.toFixed(2)} ms)`;
+  });
+  out += `probe: GC in the ${((last - first) / 1000).toFixed(1)} s stamped window: ${parts.length ? parts.join('; ') : 'none'}\n`;
+  process.stderr.write(out);
+});
