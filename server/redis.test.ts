@@ -101,6 +101,10 @@ describe('two comet servers on one Redis', () => {
     assert.equal(sa.toNobody, 1);
     assert.equal((await bus(a)).published, 2);
     assert.equal((await bus(b)).received, 1);
+    const metrics = await (await fetch(`http://127.0.0.1:${a.controlPort}/metrics`)).text();
+    assert.match(metrics, /^c1m_bus_up 1$/m);
+    assert.match(metrics, /^c1m_bus_published_total 2$/m);
+    assert.match(metrics, /^c1m_bus_published_to_nobody_total 1$/m);
   });
 
   it('an id held on both servers: every stream gets every message once, whoever publishes', async () => {
