@@ -337,7 +337,8 @@ export class RedisRouter<C extends object> implements Router<C> {
   private confirmed(p: Pending, servers: number): void {
     this.s.published++;
     if (servers === 0) this.s.publishedToNobody++;
-    const local = this.localCount(p.id);
+    // While this process's subscription is down (or not yet re-subscribed) its own streams will not see the echo.
+    const local = this.subResynced ? this.localCount(p.id) : 0;
     p.resolve(local + Math.max(0, servers - (local > 0 ? 1 : 0)));
   }
 
