@@ -6,8 +6,8 @@ import type { BenchOptions } from './run.js';
 export const BENCH_HELP = `c1m bench: one reproducible run: server + memlog + floodtest ramp + msggen, then a run folder with
 manifest.json, mem.tsv, flood.ndjson, msggen.ndjson, stats.ndjson, summary.json, summary.md and charts.
 
-  --preset NAME        c10k (10k conns, 100 × 10 msg/s, 5m), c100k (100k conns over 127.0.0.1-127.0.0.8, needs
-                       server workers), soak (10k conns, 1000 msg/s, 30m unless --duration). Default (no preset):
+  --preset NAME        c10k (10k conns, 100 × 10 msg/s, 5m), c100k (100k conns over 127.0.0.1-127.0.0.8, 6 server
+                       workers, 10m), soak (10k conns, 1000 msg/s, 30m unless --duration). Default (no preset):
                        10,000 connections, 1000 msg/s, 2m message phase.
   --conns N            connections to open (default 10000; 1 to 1000000)
   --connect-rate R     new connections per second during the ramp (default 1000; 1 to 100000)
@@ -22,14 +22,14 @@ manifest.json, mem.tsv, flood.ndjson, msggen.ndjson, stats.ndjson, summary.json,
   --mem-interval D     memlog sample interval (default 1s)
   --dest-hosts LIST    spread connections over these addresses (default 127.0.0.1; e.g. 127.0.0.1-127.0.0.8)
   --out DIR            run folder (default runs/<preset|bench>-<date>)
-  --server-flags "F"   extra flags for the reference comet-server (e.g. "--workers 4")
+  --server-flags="F"   extra flags for the reference comet-server, e.g. --server-flags="--workers 4"
   --server-cmd CMD     start a third-party server with this shell command instead (stopped with SIGTERM)
   --server-pid PID     measure an already running server (never stopped)
   --url-template T     stream URL, {id} {host} {port} replaced (default http://{host}:{port}/test/{id})
   --publish-target URL control API origin msggen publishes to (POST /send/<id>; default the reference server's)
   --token T            bearer token for the control API
   --force              run even when preflight says N cannot be reached
-  --floodtest-flags "F", --msggen-flags "F"   extra flags passed through
+  --floodtest-flags="F", --msggen-flags="F"   extra flags passed through (write them with =)
 
 Progress is one line per second on stderr; the summary table is printed on stdout at the end.
 Exit: 0 valid run, 1 invalid run or failure, 2 bad flags, 130 second Ctrl-C.
