@@ -40,6 +40,11 @@ function smaps(pid: number): Mem {
   return { rssKB: kb('Rss'), pssKB: kb('Pss'), anonKB: kb('Anonymous') };
 }
 
+/** [ns on CPU, ns runnable but waiting on a run queue, times run] of a process's main thread. */
+function schedstat(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Client mode: opens `conns` streams, reports progress on IPC, holds them until told to stop. */
@@ -224,6 +229,7 @@ async function main(): Promise<void> {
     await waitMessage(cl, 'latency'); // resets the client's histogram
     const t0 = performance.now();
     const lcpu0 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    const sched0 = [schedstat(pid), schedstat(cl.pid!), schedstat(process.pid)];
     const total = Math.floor((latencyMs / 1000) * rate);
     // The lightest publisher: one keep-alive socket with pipelined raw POSTs, so the figure is the server's
     // and the client's, not an HTTP client library's queueing. Answers are read and counted.
@@ -245,6 +251,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < 100 && answered < total; i++) await sleep(20);
     pub.destroy();
     const lcpu1 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    const sched1 = [schedstat(pid), schedstat(cl.pid!), schedstat(process.pid)];
     const lticks = Number(lcpu1[13]) + Number(lcpu1[14]) - Number(lcpu0[13]) - Number(lcpu0[14]);
     const lsec = (performance.now() - t0) / 1000;
     await sleep(500);
@@ -255,7 +262,16 @@ async function main(): Promise<void> {
     lat =
       `latency at ${rate} msg/s for ${latencyMs / 1000} s (one raw POST /send/<id> each, ${answered} answered 200; send stamp → client read): ` +
       `${q.count} of ${total} received, p50 ${formatMicros(q.p50)}, p90 ${formatMicros(q.p90)}, p99 ${formatMicros(q.p99)}, ` +
-      `p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}; server CPU ${((lticks / 100 / lsec) * 100).toFixed(0)}%\n`;
+      `p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}; server CPU ${((lticks / 100 / lsec) * 100).toFixed(0)}%\n` +
+      `run-queue wait of the main threads in that phase (runnable but not running: other processes on the 2 cores): ` +
+      ['server', 'client', 'publisher']
+        .map((name, k) => {
+          const waitUs = (sched1[k]![1] - sched0[k]![1]) / 1000;
+          const slices = sched1[k]![2] - sched0[k]![2];
+          return `${name} ${(waitUs / 1000).toFixed(1)} ms over ${slices} runs (${(waitUs / Math.max(1, slices)).toFixed(0)} µs each)`;
+        })
+        .join(', ') +
+      '\n';
   }
 
   let fan = '';
