@@ -123,48 +123,59 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
 
   async function sendBatch(text: string, res: http.ServerResponse): Promise<void> {
     const lines = text.split('\n');
-    let accepted = 0;
-    let delivered = 0;
+    // Lines are handed to the router in order without waiting for each answer: a bus (Redis) answers a round trip
+    // later, and waiting line by line would make a batch of N lines cost N round trips. The answers are gathered
+    // before replying (and before reporting a bad line, so `accepted` covers exactly the lines before it).
+    // Each promise gets its handlers at once, so an early failure is never an unhandled rejection.
+    const sent: Array<Promise<{ n: number; reached?: number; err?: unknown }>> = [];
+    const settle = async (): Promise<{ accepted: number; delivered: number; failed: Array<{ n: number; err: unknown }> }> => {
+      let accepted = 0;
+      let delivered = 0;
+      const failed: Array<{ n: number; err: unknown }> = [];
+      for (const r of await Promise.all(sent)) {
+        if (r.err === undefined) {
+          accepted++;
+          delivered += r.reached!;
+        } else failed.push({ n: r.n, err: r.err });
+      }
+      return { accepted, delivered, failed };
+    };
+    // A publish the router refused (a message bus that is down: 503): name the first such line and count the rest.
+    const refused = (s: Awaited<ReturnType<typeof settle>>, after: string): HttpError => {
+      const first = s.failed[0]!;
+      const why = first.err instanceof Error ? first.err.message : String(first.err);
+      const others = s.failed.length > 1 ? ` and ${s.failed.length - 1} other line(s)` : '';
+      return new HttpError(statusOf(first.err), `line ${first.n}: ${why}`, {
+        line: first.n,
+        accepted: s.accepted,
+        delivered: s.delivered,
+        failed: s.failed.length,
+        applied: `${s.accepted} line(s) were applied; line ${first.n}${others} failed${after}`,
+      });
+    };
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!.endsWith('\r') ? lines[i]!.slice(0, -1) : lines[i]!;
       if (line.trim() === '') continue;
       const n = i + 1;
-      const bad = (why: string): HttpError =>
-        new HttpError(400, `line ${n}: ${why}`, {
+      const rec = parseLine(line, opts.limits.maxMessageBytes);
+      if (typeof rec === 'string') {
+        const s = await settle();
+        if (s.failed.length > 0) throw refused(s, `; line ${n} is bad (${rec}) and it and the lines after it were not applied`);
+        throw new HttpError(400, `line ${n}: ${rec}`, {
           line: n,
-          accepted,
-          delivered,
+          accepted: s.accepted,
+          delivered: s.delivered,
           applied:
-            accepted === 0
+            s.accepted === 0
               ? `no line was applied; line ${n} and the lines after it were not`
-              : `the ${accepted} good line(s) before line ${n} were applied; line ${n} and the lines after it were not`,
+              : `the ${s.accepted} good line(s) before line ${n} were applied; line ${n} and the lines after it were not`,
         });
-      let rec: unknown;
-      try {
-        rec = JSON.parse(line);
-      } catch {
-        throw bad('not valid JSON');
       }
-      if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) throw bad('not a JSON object {"id": <id>, "msg": "<text>"}');
-      const { id: rawId, msg } = rec as { id?: unknown; msg?: unknown };
-      let id: number | string;
-      if (typeof rawId === 'number') id = Number.isSafeInteger(rawId) && rawId >= 0 ? rawId : `id ${rawId} is not an integer in 0..2^53-1`;
-      else if (typeof rawId === 'string') id = parseId(rawId);
-      else id = 'missing "id" (a non-negative integer)';
-      if (typeof id === 'string') throw bad(`bad id: ${id}`);
-      if (typeof msg !== 'string') throw bad('missing "msg" (a string)');
-      if (Buffer.byteLength(msg) > opts.limits.maxMessageBytes) throw bad(`msg longer than ${opts.limits.maxMessageBytes} bytes`);
-      let reached: number;
-      try {
-        reached = await target.publish(id, msg);
-      } catch (err) {
-        const e = bad(err instanceof Error ? err.message : String(err));
-        throw new HttpError(statusOf(err), e.message, e.extra);
-      }
-      delivered += reached;
-      accepted++;
+      sent.push(target.publish(rec.id, rec.msg).then((reached) => ({ n, reached }), (err: unknown) => ({ n, err })));
     }
-    sendJson(res, 200, { accepted, delivered });
+    const s = await settle();
+    if (s.failed.length > 0) throw refused(s, '');
+    sendJson(res, 200, { accepted: s.accepted, delivered: s.delivered });
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -229,6 +240,26 @@ function clientError(err: NodeJS.ErrnoException, sock: Duplex, lingerMs: number)
     setTimeout(() => socket.destroy(), lingerMs).unref();
   };
   answer();
+}
+
+/** One NDJSON line of `POST /send` as `{id, msg}`, or why it is bad. */
+function parseLine(line: string, maxMessageBytes: number): { id: number; msg: string } | string {
+  let rec: unknown;
+  try {
+    rec = JSON.parse(line);
+  } catch {
+    return 'not valid JSON';
+  }
+  if (typeof rec !== 'object' || rec === null || Array.isArray(rec)) return 'not a JSON object {"id": <id>, "msg": "<text>"}';
+  const { id: rawId, msg } = rec as { id?: unknown; msg?: unknown };
+  let id: number | string;
+  if (typeof rawId === 'number') id = Number.isSafeInteger(rawId) && rawId >= 0 ? rawId : `id ${rawId} is not an integer in 0..2^53-1`;
+  else if (typeof rawId === 'string') id = parseId(rawId);
+  else id = 'missing "id" (a non-negative integer)';
+  if (typeof id === 'string') return `bad id: ${id}`;
+  if (typeof msg !== 'string') return 'missing "msg" (a string)';
+  if (Buffer.byteLength(msg) > maxMessageBytes) return `msg longer than ${maxMessageBytes} bytes`;
+  return { id, msg };
 }
 
 /** The HTTP status an error from the publish path asks for (`status` 4xx/5xx, e.g. BusDownError's 503), else 500. */
