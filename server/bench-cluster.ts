@@ -34,7 +34,7 @@ function cpuSec(pid: number): number {
   return (Number(rest[11]) + Number(rest[12])) / TICK;
 }
 
-async function phase(srv: Awaited<ReturnType<typeof startCluster>>, rate: number | 'max', seconds: number) {
+async function phase(srv: Awaited<ReturnType<typeof startCluster>>, rate: number | 'max' | 'idle', seconds: number) {
   const pids = [process.pid, ...srv.workerPids()];
   const cpu0 = pids.map(cpuSec);
   const b0 = srv.workerPids().map((_, s) => srv.hub.counters(s)!.batchesOut);
@@ -42,7 +42,10 @@ async function phase(srv: Awaited<ReturnType<typeof startCluster>>, rate: number
   let sent = 0;
   let reached = 0;
   const end = t0 + seconds * 1000;
-  if (rate === 'max') {
+  if (rate === 'idle') {
+    // No messages: the workers' and primary's baseline (timers, the 1 s stats poll, GC).
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+  } else if (rate === 'max') {
     // A window of 2,000 publishes in flight: the primary is never idle.
     const inflight = new Set<Promise<void>>();
     while (performance.now() < end) {
@@ -81,9 +84,9 @@ async function main(): Promise<void> {
     // The streams live in a child process, so that this process (the primary) measures only the primary's work.
     const clients = spawn(process.execPath, ['-e', CLIENTS, String(srv.port), String(CONNS)], { stdio: 'ignore' });
     while (srv.hub.idCount < CONNS) await new Promise((r) => setTimeout(r, 50));
-    for (const rate of [1000, 'max'] as const) {
+    for (const rate of ['idle', 1000, 'max'] as const) {
       const r = await phase(srv, rate, SECONDS);
-      const mps = r.sent / r.sec;
+      const mps = Math.max(r.sent, 1) / r.sec;
       console.log(
         [w, rate, Math.round(mps), `${r.reached}/${r.sent}`, r.primaryPct.toFixed(1), r.workersPct.toFixed(1),
           ((r.primaryPct * 1e4) / mps).toFixed(1), ((r.workersPct * 1e4) / mps).toFixed(1), Math.round(r.batches / r.sec), (r.sent / Math.max(1, r.batches)).toFixed(1)].join('\t'),

@@ -161,6 +161,12 @@ export class ClusterHub {
     return this.byId.size;
   }
 
+  /** The slots the registry holds `id` on. */
+  slotsOf(id: number): number[] {
+    const s = this.byId.get(id);
+    return s === undefined ? [] : typeof s === 'number' ? [s] : s.slice();
+  }
+
   /** Ids the hub believes `slot` holds. */
   idsOn(slot: number): number {
     return this.nodes.get(slot)?.ids ?? 0;
