@@ -156,7 +156,7 @@ async function main(): Promise<void> {
     rows.push({ check: 'existing streams received every message', expected: String(msgs), measured: `${ns.chunks} chunks`, ok: ns.chunks === msgs });
     rows.push({ check: 'delivery latency (floodtest) p50 / p99 / max', expected: 'info', measured: `${ms(ns.latency.p50)} / ${ms(ns.latency.p99)} / ${ms(ns.latency.max)} ms`, ok: null });
     rows.push({ check: 'control /healthz before: n, p50 / p99 / max', expected: 'info', measured: `${beforeLat.count}, ${ms(beforeLat.p50)} / ${ms(beforeLat.p99)} / ${ms(beforeLat.max)} ms`, ok: null });
-    rows.push({ check: 'control /healthz during the flood', expected: 'answers; p99 < 100 ms', measured: `${during.count}, ${ms(during.p50)} / ${ms(during.p99)} / ${ms(during.max)} ms`, ok: during.count > 0 && during.p99 < 100_000 });
+    rows.push({ check: 'control /healthz during the flood', expected: 'every probe answered, max < 1 s', measured: `${during.count}, ${ms(during.p50)} / ${ms(during.p99)} / ${ms(during.max)} ms`, ok: during.count > 0 && during.max < 1_000_000 });
     rows.push({ check: 'control /stats during the flood', expected: 'answers', measured: `${statsDuring.count}, ${ms(statsDuring.p50)} / ${ms(statsDuring.p99)} / ${ms(statsDuring.max)} ms`, ok: statsDuring.count > 0 });
     rows.push({ check: 'control /healthz after', expected: 'info', measured: `${afterLat.count}, ${ms(afterLat.p50)} / ${ms(afterLat.p99)} / ${ms(afterLat.max)} ms`, ok: null });
     rows.push({ check: 'control probe failures', expected: '0', measured: String(probeErrors), ok: probeErrors === 0 });
