@@ -14,6 +14,9 @@ import { LocalRouter } from './router.js';
 
 const hRouter = createHistogram();
 const hWrite = createHistogram();
+const hGap = createHistogram();
+/** router.send time by stamp, for the exact send → write gap of each message (bounded: stamps are unique per message). */
+const sentAt = new Map<number, number>();
 let first = -1;
 let last = -1;
 
@@ -34,7 +37,9 @@ const send = LocalRouter.prototype.send;
 LocalRouter.prototype.send = function (this: LocalRouter<object>, id: number, msg: string): number {
   const t = stampOf(msg);
   if (t >= 0) {
-    recordLatency(hRouter, nowMicros() - t);
+    const now = nowMicros();
+    recordLatency(hRouter, now - t);
+    if (sentAt.size < 100_000) sentAt.set(t, now);
     mark();
   }
   return send.call(this, id, msg);
@@ -45,7 +50,13 @@ const write = net.Socket.prototype.write as unknown as Write;
 (net.Socket.prototype as unknown as { write: Write }).write = function (chunk, ...rest) {
   const t = typeof chunk === 'string' ? stampOf(chunk) : chunk instanceof Uint8Array ? findMarker(chunk) : -1;
   if (t >= 0) {
-    recordLatency(hWrite, nowMicros() - t);
+    const now = nowMicros();
+    recordLatency(hWrite, now - t);
+    const sent = sentAt.get(t);
+    if (sent !== undefined) {
+      recordLatency(hGap, now - sent);
+      sentAt.delete(t);
+    }
     mark();
   }
   return write.call(this, chunk, ...rest);
@@ -66,6 +77,8 @@ process.on('exit', () => {
     return `probe: stamp → ${name}: ${q.count} msgs, p50 ${formatMicros(q.p50)}, p90 ${formatMicros(q.p90)}, p99 ${formatMicros(q.p99)}, p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}\n`;
   };
   let out = line('router.send', hRouter) + line('socket.write', hWrite);
+  const g = summarize(hGap);
+  out += `probe: router.send → socket.write of the same message: p50 ${formatMicros(g.p50)}, p90 ${formatMicros(g.p90)}, p99 ${formatMicros(g.p99)}, p99.9 ${formatMicros(g.p999)}, max ${formatMicros(g.max)}\n`;
   const inWindow = gcs.filter((g) => g.start >= first && g.start <= last);
   const byKind = new Map<string, number[]>();
   for (const g of inWindow) {

