@@ -50,6 +50,32 @@ describe('redis router details', () => {
     }
   });
 
+  it('after a Redis restart every held id is re-subscribed in batches; a send during the outage is lost and counted', async () => {
+    const got: string[] = [];
+    const r = await RedisRouter.connect<TestConn>((msg, conns) => (got.push(msg), conns.size), { url: redis.url });
+    try {
+      for (let i = 0; i < 1500; i++) r.login(10_000 + i, { name: String(i), got: [] });
+      await until(() => r.busStats().channels === 1500, '1500 channels subscribed');
+      const commandsBefore = r.busStats().subscribeCommands;
+      await redis.kill();
+      await until(() => r.busStats().state === 'down', 'the outage seen');
+      await assert.rejects(r.send(10_000, 'lost'), (e: unknown) => (e as { code?: string }).code === 'C1M_BUS_DOWN' && (e as { status?: number }).status === 503);
+      await redis.restart();
+      await until(() => r.busStats().state === 'up', 'back up', 2000);
+      const s = r.busStats();
+      assert.equal(s.channels, 1500);
+      assert.equal(s.resubscribed, 1500);
+      assert.equal(s.subscribeCommands - commandsBefore, 2); // 1500 channels in batches of 1000
+      assert.equal(s.lostOnBus, 1);
+      assert.equal(s.outages, 1);
+      assert.equal(await r.send(11_499, 'back'), 1);
+      await until(() => got.includes('back'), 'delivery after the restart');
+      assert.ok(!got.includes('lost'));
+    } finally {
+      await r.close();
+    }
+  });
+
   it('refuses to start when Redis cannot be reached, naming the URL', async () => {
     await assert.rejects(
       RedisRouter.connect(() => 0, { url: 'redis://127.0.0.1:1', connectTimeoutMs: 1000 }),
