@@ -98,6 +98,13 @@ describe('computeSummary verdict', () => {
     });
   }
 
+  it('other work on the machine: still valid, with a warning', () => {
+    const s = computeSummary(input({ cpu: { server: 20, other: 118 } }));
+    assert.equal(s.verdict.valid, true);
+    assert.match(s.verdict.line, /^VERDICT: valid — .* \(warning: other work used 118% of one core during the messages \(limit 50%\): latency and CPU figures are inflated\)$/);
+    assert.match(formatSummaryMd(s, 't', []), /- \*\*warning\*\*: other work used 118%/);
+  });
+
   it('third-party server without /stats: acks against floodtest', () => {
     const s = computeSummary(input({ serverHasStats: false, statsBefore: undefined, statsAfter: undefined }));
     assert.equal(s.verdict.valid, true, s.verdict.line);

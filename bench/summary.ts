@@ -122,6 +122,8 @@ export const VERDICT_LIMITS = {
   minAchievedRateShare: 0.99,
   /** floodtest's event-loop delay p99 above this means the client, not the server, set the pace (ms). */
   maxClientEventLoopDelayMs: 100,
+  /** Other work on the machine (% of one core) above which the summary warns that latency and CPU figures are inflated. */
+  maxOtherLoadPct: 50,
   /** CPU % of one core above which a single-threaded load generator counts as saturated. */
   maxGeneratorCpuPct: 90,
 };
@@ -195,7 +197,7 @@ export interface Summary {
   cpu: CpuFigures;
   clientEventLoopDelayP99Ms: number | null;
   checks: { name: string; ok: boolean; detail: string }[];
-  verdict: { valid: boolean; reasons: string[]; line: string };
+  verdict: { valid: boolean; reasons: string[]; warnings: string[]; line: string };
   incidents: string[];
 }
 
@@ -363,10 +365,15 @@ export function computeSummary(inp: SummaryInput): Summary {
     }
   }
   for (const i of inp.incidents) reasons.push(i);
+  // Other work sharing the machine does not make the counts wrong, but it inflates latency and CPU: say so.
+  const warnings: string[] = [];
+  if (inp.cpu.other !== undefined && inp.cpu.other > L.maxOtherLoadPct) {
+    warnings.push(`other work used ${r1(inp.cpu.other)}% of one core during the messages (limit ${L.maxOtherLoadPct}%): latency and CPU figures are inflated`);
+  }
   const valid = reasons.length === 0;
-  const line = valid
+  const line = (valid
     ? `VERDICT: valid — ${fmtN(f?.reached ?? null)} connections held, ${fmtN(messages.sent)} messages sent, counts match`
-    : `VERDICT: INVALID — ${reasons.join('; ')}`;
+    : `VERDICT: INVALID — ${reasons.join('; ')}`) + (warnings.length ? ` (warning: ${warnings.join('; ')})` : '');
 
   return {
     conns: {
@@ -390,7 +397,7 @@ export function computeSummary(inp: SummaryInput): Summary {
     cpu: inp.cpu,
     clientEventLoopDelayP99Ms: f?.eventLoopDelayP99Ms ?? null,
     checks,
-    verdict: { valid, reasons, line },
+    verdict: { valid, reasons, warnings, line },
     incidents: inp.incidents,
   };
 }
@@ -448,6 +455,7 @@ export function formatSummaryMd(s: Summary, title: string, context: string[]): s
   out.push('', '## Checks', '');
   for (const ch of s.checks) out.push(`- ${ch.ok ? 'ok' : '**FAIL**'}: ${ch.detail}`);
   for (const i of s.incidents) out.push(`- **incident**: ${i}`);
+  for (const w of s.verdict.warnings ?? []) out.push(`- **warning**: ${w}`);
   out.push('', `**${s.verdict.line}**`, '');
   return out.join('\n');
 }
