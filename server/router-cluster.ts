@@ -313,36 +313,23 @@ export class ClusterRouter<C extends object> implements Router<C> {
   private readonly out: Outbox;
   private readonly waits = new Map<number, (n: number) => void>();
   private nextReq = 1;
-  private probing = false;
   private closed = false;
 
-  constructor(private readonly deliver: Deliver<C>, private readonly link: Link, private readonly opts: ClusterRouterOptions = {}) {
-    // While probing, the local router's delivery only counts: that is how `holds(id)` asks it without a second map.
-    this.local = new LocalRouter<C>((msg, conns) => (this.probing ? conns.size : this.deliver(msg, conns)));
+  constructor(deliver: Deliver<C>, private readonly link: Link, private readonly opts: ClusterRouterOptions = {}) {
     this.out = new Outbox(link);
+    // The local router says when an id gets its first local connection or loses its last: that is the hub's ADD/DEL.
+    this.local = new LocalRouter<C>(deliver, (id, present) => this.out.push([present ? ADD : DEL, id]));
     link.onMessage((batch) => {
       for (const op of batch) this.receive(op);
     });
   }
 
   login(id: number, conn: C): void {
-    const before = this.local.idCount;
     this.local.login(id, conn);
-    if (this.local.idCount > before) this.out.push([ADD, id]);
   }
 
   logout(conn: C): void {
-    const ids = this.local.idsOf(conn);
-    if (ids.length === 0) return;
-    const before = this.local.idCount;
     this.local.logout(conn);
-    const gone = before - this.local.idCount;
-    if (gone === 0) return;
-    if (gone === ids.length) {
-      for (const id of ids) this.out.push([DEL, id]);
-      return;
-    }
-    for (const id of ids) if (!this.holds(id)) this.out.push([DEL, id]);
   }
 
   send(id: number, msg: string): Promise<number> {
@@ -375,15 +362,6 @@ export class ClusterRouter<C extends object> implements Router<C> {
     this.waits.clear();
     this.link.close();
     await this.local.close();
-  }
-
-  private holds(id: number): boolean {
-    this.probing = true;
-    try {
-      return this.local.send(id, '') > 0;
-    } finally {
-      this.probing = false;
-    }
   }
 
   private receive(op: Op): void {

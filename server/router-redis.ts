@@ -22,7 +22,7 @@
 // subscription is down never reach it and cannot be counted here (their publishers see fewer subscribers).
 import { Redis } from 'ioredis';
 import { FlagError } from '../lib/flags.js';
-import type { Deliver, Router, RouterFactory } from './router.js';
+import { LocalRouter, type Deliver, type Router, type RouterFactory } from './router.js';
 
 /** Prefix of the per-id channels; `channelOf` is the one place that spells a channel name. */
 export const CHANNEL_PREFIX = 'c1m:id:';
@@ -97,8 +97,6 @@ export class BusDownError extends Error {
   }
 }
 
-type Conns<C> = C | Set<C>;
-type Ids = number | number[];
 interface Pending {
   channel: string;
   id: number;
@@ -119,10 +117,8 @@ function barrier(): Barrier {
 
 /** The Redis router; build it with `RedisRouter.connect` (or `redisRouterFactory`). */
 export class RedisRouter<C extends object> implements Router<C> {
-  // Same compact maps as LocalRouter (bare value for one, Set/array from two).
-  private readonly byId = new Map<number, Conns<C>>();
-  private readonly byConn = new Map<C, Ids>();
-  private readonly one = new Set<C>();
+  // The local connections; it tells `touch` when an id gets its first local stream (subscribe) or loses its last.
+  private readonly local: LocalRouter<C>;
 
   private readonly pub: Redis;
   private readonly sub: Redis;
@@ -144,7 +140,8 @@ export class RedisRouter<C extends object> implements Router<C> {
     channels: 0, subscribeCommands: 0, unsubscribeCommands: 0, resubscribed: 0,
   };
 
-  private constructor(private readonly deliver: Deliver<C>, opts: RedisRouterOptions) {
+  private constructor(deliver: Deliver<C>, opts: RedisRouterOptions) {
+    this.local = new LocalRouter<C>(deliver, (id) => this.touch(id));
     this.batchChannels = opts.batchChannels ?? REDIS_LIMITS.batchChannels;
     const reconnectMaxMs = opts.reconnectMaxMs ?? REDIS_LIMITS.reconnectMaxMs;
     const common = {
@@ -199,53 +196,18 @@ export class RedisRouter<C extends object> implements Router<C> {
   }
 
   login(id: number, conn: C): void {
-    const ids = this.byConn.get(conn);
-    if (ids === undefined) {
-      this.byConn.set(conn, id);
-    } else if (typeof ids === 'number') {
-      if (ids === id) return;
-      this.byConn.set(conn, [ids, id]);
-    } else {
-      if (ids.includes(id)) return;
-      ids.push(id);
-    }
-    const conns = this.byId.get(id);
-    if (conns === undefined) {
-      this.byId.set(id, conn);
-      this.touch(id); // first local stream for this id: subscribe
-    } else if (conns instanceof Set) conns.add(conn);
-    else if (conns !== conn) this.byId.set(id, new Set([conns, conn]));
+    this.local.login(id, conn);
   }
 
   logout(conn: C): void {
-    const ids = this.byConn.get(conn);
-    if (ids === undefined) return;
-    this.byConn.delete(conn);
-    if (typeof ids === 'number') this.dropFromId(ids, conn);
-    else for (const id of ids) this.dropFromId(id, conn);
-  }
-
-  private dropFromId(id: number, conn: C): void {
-    const conns = this.byId.get(id);
-    if (conns === undefined) return;
-    if (conns instanceof Set) {
-      conns.delete(conn);
-      if (conns.size === 1) this.byId.set(id, conns.values().next().value as C);
-      else if (conns.size === 0) {
-        this.byId.delete(id);
-        this.touch(id);
-      }
-    } else if (conns === conn) {
-      this.byId.delete(id);
-      this.touch(id); // last local stream left: unsubscribe
-    }
+    this.local.logout(conn);
   }
 
   /** Marks an id for the next flush; a held id gets a barrier that sends for it wait on until Redis confirms. */
   private touch(id: number): void {
     if (this.closed) return;
     this.dirty.add(id);
-    if (this.byId.has(id) && !this.subscribing.has(id)) {
+    if (this.local.has(id) && !this.subscribing.has(id)) {
       this.nextBarrier ??= barrier();
       this.subscribing.set(id, this.nextBarrier.promise);
     }
@@ -271,7 +233,7 @@ export class RedisRouter<C extends object> implements Router<C> {
         this.dirty = new Set();
         const on: string[] = [];
         const off: string[] = [];
-        for (const id of ids) (this.byId.has(id) ? on : off).push(channelOf(id));
+        for (const id of ids) (this.local.has(id) ? on : off).push(channelOf(id));
         const done: Array<Promise<unknown>> = [];
         for (let i = 0; i < on.length; i += this.batchChannels) done.push(this.subscribe(on.slice(i, i + this.batchChannels)));
         for (let i = 0; i < off.length; i += this.batchChannels) done.push(this.unsubscribe(off.slice(i, i + this.batchChannels)));
@@ -338,33 +300,18 @@ export class RedisRouter<C extends object> implements Router<C> {
     this.s.published++;
     if (servers === 0) this.s.publishedToNobody++;
     // While this process's subscription is down (or not yet re-subscribed) its own streams will not see the echo.
-    const local = this.subResynced ? this.localCount(p.id) : 0;
+    const local = this.subResynced ? this.local.countOf(p.id) : 0;
     p.resolve(local + Math.max(0, servers - (local > 0 ? 1 : 0)));
-  }
-
-  private localCount(id: number): number {
-    const conns = this.byId.get(id);
-    return conns === undefined ? 0 : conns instanceof Set ? conns.size : 1;
   }
 
   private onMessage(channel: string, msg: string): void {
     this.s.received++;
     const id = idOfChannel(channel);
-    const conns = id === null ? undefined : this.byId.get(id);
-    if (conns === undefined) {
+    if (id === null || !this.local.has(id)) {
       this.s.receivedToNobody++;
       return;
     }
-    if (conns instanceof Set) {
-      this.deliver(msg, conns);
-      return;
-    }
-    this.one.add(conns);
-    try {
-      this.deliver(msg, this.one);
-    } finally {
-      this.one.clear();
-    }
+    this.local.send(id, msg);
   }
 
   async send(id: number, msg: string): Promise<number> {
@@ -392,7 +339,7 @@ export class RedisRouter<C extends object> implements Router<C> {
     if (this.closed) return;
     this.dirty.clear(); // the live map is the whole truth now
     const channels: string[] = [];
-    for (const id of this.byId.keys()) channels.push(channelOf(id));
+    for (const id of this.local.ids()) channels.push(channelOf(id));
     this.subLive = true;
     const isReconnect = this.downSince !== 0;
     const done: Array<Promise<unknown>> = [];
@@ -423,29 +370,26 @@ export class RedisRouter<C extends object> implements Router<C> {
   }
 
   idsOf(conn: C): readonly number[] {
-    const ids = this.byConn.get(conn);
-    if (ids === undefined) return [];
-    return typeof ids === 'number' ? [ids] : ids.slice();
+    return this.local.idsOf(conn);
   }
 
   get idCount(): number {
-    return this.byId.size;
+    return this.local.idCount;
   }
 
   get connCount(): number {
-    return this.byConn.size;
+    return this.local.connCount;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.byId.clear();
-    this.byConn.clear();
     this.dirty.clear();
     if (this.nextBarrier) this.release(this.nextBarrier);
     for (const p of this.queue) this.lost(p, 'the router is closing');
     this.queue = [];
-    await Promise.all([quit(this.pub), quit(this.sub)]);
+    // local.close() clears the maps synchronously, before anything awaited here can run.
+    await Promise.all([this.local.close(), quit(this.pub), quit(this.sub)]);
   }
 }
 

@@ -34,6 +34,12 @@ export type RouterFactory<C> = (deliver: Deliver<C>) => Router<C> | Promise<Rout
 type Conns<C> = C | Set<C>;
 type Ids = number | number[];
 
+/**
+ * Told when an id gets its first local connection (`present` true) or loses its last one (false), after the maps
+ * changed; buses subscribe or unsubscribe the id there. Not called by `close()`.
+ */
+export type IdChange = (id: number, present: boolean) => void;
+
 /** The in-process router: bidirectional maps id → connections and connection → ids. */
 export class LocalRouter<C extends object> implements Router<C> {
   private readonly byId = new Map<number, Conns<C>>();
@@ -41,7 +47,8 @@ export class LocalRouter<C extends object> implements Router<C> {
   // A reusable one-element set so single-receiver sends allocate nothing.
   private readonly one = new Set<C>();
 
-  constructor(private readonly deliver: Deliver<C>) {}
+  // One hook per router, called only when an id appears or disappears: nothing per connection.
+  constructor(private readonly deliver: Deliver<C>, private readonly onIdChange?: IdChange) {}
 
   login(id: number, conn: C): void {
     const ids = this.byConn.get(conn);
@@ -55,8 +62,10 @@ export class LocalRouter<C extends object> implements Router<C> {
       ids.push(id);
     }
     const conns = this.byId.get(id);
-    if (conns === undefined) this.byId.set(id, conn);
-    else if (conns instanceof Set) conns.add(conn);
+    if (conns === undefined) {
+      this.byId.set(id, conn);
+      this.onIdChange?.(id, true);
+    } else if (conns instanceof Set) conns.add(conn);
     else if (conns !== conn) this.byId.set(id, new Set([conns, conn]));
   }
 
@@ -74,10 +83,15 @@ export class LocalRouter<C extends object> implements Router<C> {
     if (conns instanceof Set) {
       conns.delete(conn);
       if (conns.size === 1) this.byId.set(id, conns.values().next().value as C);
-      else if (conns.size === 0) this.byId.delete(id);
+      else if (conns.size === 0) this.dropId(id);
     } else if (conns === conn) {
-      this.byId.delete(id);
+      this.dropId(id);
     }
+  }
+
+  private dropId(id: number): void {
+    this.byId.delete(id);
+    this.onIdChange?.(id, false);
   }
 
   send(id: number, msg: string): number {
@@ -96,6 +110,22 @@ export class LocalRouter<C extends object> implements Router<C> {
     const ids = this.byConn.get(conn);
     if (ids === undefined) return [];
     return typeof ids === 'number' ? [ids] : ids.slice();
+  }
+
+  /** True when at least one local connection is logged in as `id`. */
+  has(id: number): boolean {
+    return this.byId.has(id);
+  }
+
+  /** Number of local connections logged in as `id`. */
+  countOf(id: number): number {
+    const conns = this.byId.get(id);
+    return conns === undefined ? 0 : conns instanceof Set ? conns.size : 1;
+  }
+
+  /** The ids with at least one local connection (a live view: do not log in or out while iterating). */
+  ids(): IterableIterator<number> {
+    return this.byId.keys();
   }
 
   get idCount(): number {
