@@ -614,6 +614,7 @@ export function msggenResult(requestedRate: number, summary: MsggenRecord | unde
       requestedRate,
       sent: summary.sent,
       acked: summary.acked,
+      failed: typeof raw.failed === 'number' ? raw.failed : undefined,
       errors: summary.errors,
       late: typeof raw.late === 'number' ? raw.late : undefined,
       delivered: summary.delivered,

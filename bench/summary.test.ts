@@ -77,11 +77,11 @@ describe('computeSummary verdict', () => {
     // The publisher fell behind its schedule (98.5% < 99%).
     ['msggen behind', { msggen: { ...input().msggen!, achievedRate: 985 } }, /msggen achieved 985 msg\/s of 1000 requested \(98\.5%, need ≥ 99%\)/],
     // The server accepted fewer than msggen sent.
-    ['sent ≠ accepted', { statsAfter: stats({ messagesIn: 9_999, messagesDelivered: 9_999, chunksOut: 10_000 }) }, /sent 10,000, acked 10,000, accepted by the server 9,999/],
+    ['sent ≠ accepted', { statsAfter: stats({ messagesIn: 9_999, messagesDelivered: 9_999, chunksOut: 10_000 }) }, /generated \(msggen sent\) 10,000 ≠ accepted \(server messagesIn\) 9,999 \(difference 1\)/],
     // The server's own accounting must add up: accepted = delivered + to nobody.
-    ['server accounting', { statsAfter: stats({ messagesIn: 10_000, messagesDelivered: 9_000, toNobody: 999, chunksOut: 10_000 }) }, /accepted 10,000 = delivered 9,000 \+ to nobody 999/],
+    ['server accounting', { statsAfter: stats({ messagesIn: 10_000, messagesDelivered: 9_000, toNobody: 999, chunksOut: 10_000 }) }, /accepted 10,000 ≠ delivered \(reached ≥ 1 connection\) 9,000 \+ to nobody 999 \(difference 1\)/],
     // floodtest counted fewer chunks than the server wrote.
-    ['delivered ≠ received', { flood: { ...input().flood!, chunks: 9_990 } }, /chunks delivered by the server 10,000, received by floodtest 9,990/],
+    ['delivered ≠ received', { flood: { ...input().flood!, chunks: 9_990 } }, /chunks written by the server \(chunksOut\) 10,000 ≠ chunks received by floodtest 9,990 \(difference 10\)/],
     // Connections dropped mid-run.
     ['closed', { flood: { ...input().flood!, closed: 3, connectedAtEnd: 9_997 } }, /connections closed during the run: 3/],
     // Publish errors are counted data, and invalidate the run.
@@ -98,6 +98,53 @@ describe('computeSummary verdict', () => {
     });
   }
 
+  it('delivery accounting: every term shown, each equation a check', () => {
+    // 10,000 generated: 9,990 accepted + 10 lost on the Redis bus (503s); 9,900 reached a stream, 90 nobody;
+    // 12,000 per-connection deliveries queued: 11,950 written + 50 dropped (2 slow streams cut); all written received.
+    const over: Partial<SummaryInput> = {
+      msggen: { ...input().msggen!, acked: 9_990, failed: 10, errors: { HTTP_503: 10 }, delivered: 11_000 },
+      statsBefore: { ...stats({}), chunksQueued: 0, bus: { lostOnBus: 3 } },
+      statsAfter: { ...stats({ messagesIn: 9_990, messagesDelivered: 9_900, toNobody: 90, chunksOut: 11_950, chunksDropped: 50, slowDrops: 2 }), chunksQueued: 12_000, bus: { lostOnBus: 13 } },
+      flood: { ...input().flood!, chunks: 11_950 },
+    };
+    const s = computeSummary(input(over));
+    assert.deepEqual(s.accounting.map((a) => [a.name, a.ok]), [
+      ['generated = acked + publish errors', true],
+      ['generated = accepted', true],
+      ['acked = accepted', true],
+      ['accepted = delivered + to nobody', true],
+      ['queued = written + dropped', true],
+      ['written = received', true],
+    ]);
+    assert.deepEqual(s.accounting[1]!.right, [['accepted (server messagesIn)', 9_990], ['lost on bus (bus.lostOnBus)', 10]]);
+    assert.equal(s.messages.lostOnBus, 10);
+    // The 503s are publish errors: the run is invalid for them, and only for them.
+    assert.deepEqual(s.verdict.reasons, ['publish errors: 10 {"HTTP_503":10}']);
+    const md = formatSummaryMd(s, 't', []);
+    assert.match(md, /## Delivery accounting/);
+    assert.match(md, /\| generated = accepted \| generated \(msggen sent\) 10,000 \| accepted \(server messagesIn\) 9,990 \+ lost on bus \(bus\.lostOnBus\) 10 \| ok \|/);
+    assert.match(md, /\| queued = written \+ dropped \| per-connection deliveries queued 12,000 \| written \(chunksOut\) 11,950 \+ dropped \(closed, or cut as slow: 2 streams\) 50 \| ok \|/);
+  });
+
+  it('delivery accounting: a mismatch is a FAILED check that invalidates the run, not a footnote', () => {
+    // One message lost silently between the server's queue and its socket: queued 10,000, written 9,998, dropped 1.
+    const s = computeSummary(input({
+      statsBefore: { ...stats({}), chunksQueued: 0 },
+      statsAfter: { ...stats({ messagesIn: 10_000, messagesDelivered: 10_000, chunksOut: 9_998, chunksDropped: 1 }), chunksQueued: 10_000 },
+      flood: { ...input().flood!, chunks: 9_998 },
+    }));
+    assert.equal(s.verdict.valid, false);
+    const bad = s.accounting.filter((a) => !a.ok).map((a) => a.name);
+    assert.deepEqual(bad, ['queued = written + dropped']);
+    assert.match(s.verdict.line, /per-connection deliveries queued 10,000 ≠ written \(chunksOut\) 9,998 \+ dropped \(closed, or cut as slow: 0 streams\) 1 \(difference 1\)/);
+    assert.match(formatSummaryMd(s, 't', []), /\| queued = written \+ dropped \| .* \| \*\*FAIL\*\* \|/);
+    // An unmeasured required term fails too: a server without chunksOut cannot prove what it wrote.
+    const { chunksOut: _drop, ...noOut } = stats({ messagesIn: 10_000, messagesDelivered: 10_000 });
+    const u = computeSummary(input({ statsAfter: noOut }));
+    assert.equal(u.verdict.valid, false);
+    assert.match(u.verdict.line, /chunks written by the server \(chunksOut\) \? = chunks received by floodtest 10,000 \(a term was not measured\)|≠ chunks received by floodtest 10,000 \(a term was not measured\)/);
+  });
+
   it('other work on the machine: still valid, with a warning', () => {
     const s = computeSummary(input({ cpu: { server: 20, other: 118 } }));
     assert.equal(s.verdict.valid, true);
@@ -109,6 +156,6 @@ describe('computeSummary verdict', () => {
     const s = computeSummary(input({ serverHasStats: false, statsBefore: undefined, statsAfter: undefined }));
     assert.equal(s.verdict.valid, true, s.verdict.line);
     const bad = computeSummary(input({ serverHasStats: false, statsBefore: undefined, statsAfter: undefined, flood: { ...input().flood!, chunks: 5 } }));
-    assert.match(bad.verdict.line, /deliveries in the acks 10,000, received by floodtest 5/);
+    assert.match(bad.verdict.line, /deliveries in the acks 10,000 ≠ received by floodtest 5/);
   });
 });

@@ -64,6 +64,8 @@ export interface MsggenResult {
   requestedRate: number;
   sent: number;
   acked: number;
+  /** Messages that failed (msggen's `failed`; with --batch one failed request fails several). */
+  failed?: number;
   errors: Record<string, number>;
   late?: number;
   /** Server-reported deliveries summed over acks (connections reached). */
@@ -179,11 +181,23 @@ export interface MessageFigures {
   toNobody: number | null;
   slowDrops: number | null;
   chunksOut: number | null;
+  /** Per-connection deliveries queued by the server (one per receiving connection per message). */
+  chunksQueued: number | null;
+  /** Publishes the server could not hand to its Redis bus (answered 503; /stats bus.lostOnBus), null without a bus. */
+  lostOnBus: number | null;
   /** Per-connection deliveries the server dropped (their connection closed or was cut as a slow consumer first). */
   chunksDropped: number | null;
   chunksReceived: number | null;
   /** Server deliveries msggen saw in the acks (sum of `delivered`). */
   deliveredAcked: number | null;
+}
+
+/** One delivery equation: left terms summed = right terms summed. */
+export interface AccountingLine {
+  name: string;
+  left: [string, number | null][];
+  right: [string, number | null][];
+  ok: boolean;
 }
 
 /** summary.json. */
@@ -197,6 +211,8 @@ export interface Summary {
   cpu: CpuFigures;
   clientEventLoopDelayP99Ms: number | null;
   checks: { name: string; ok: boolean; detail: string }[];
+  /** The delivery equations, every term with its value (null: not measured); a false `ok` is a failed check. */
+  accounting: AccountingLine[];
   verdict: { valid: boolean; reasons: string[]; warnings: string[]; line: string };
   incidents: string[];
 }
@@ -223,6 +239,12 @@ export function slope(xs: readonly number[], ys: readonly number[]): number | nu
 /** The server's RSS/PSS of a sample: the whole tree (workers included) when memlog measured it. */
 const rssOf = (m: MemSample): number => m.treeRssKB ?? m.rssKB;
 const pssOf = (m: MemSample): number | null => m.treePssKB ?? m.pssKB;
+
+/** The /stats `bus` object (Redis router), if any. */
+function busOf(s: ServerStats | undefined): ServerStats | undefined {
+  const b = s?.bus;
+  return b && typeof b === 'object' && !Array.isArray(b) ? (b as ServerStats) : undefined;
+}
 
 function num(s: ServerStats | undefined, key: string): number | null {
   const v = s?.[key];
@@ -317,6 +339,8 @@ export function computeSummary(inp: SummaryInput): Summary {
     toNobody: delta(sb, sa, 'toNobody'),
     slowDrops: delta(sb, sa, 'slowDrops'),
     chunksOut: delta(sb, sa, 'chunksOut'),
+    chunksQueued: delta(sb, sa, 'chunksQueued'),
+    lostOnBus: delta(busOf(sb), busOf(sa), 'lostOnBus'),
     chunksDropped: delta(sb, sa, 'chunksDropped'),
     chunksReceived: f ? f.chunks : null,
     deliveredAcked: g?.delivered ?? null,
@@ -329,6 +353,19 @@ export function computeSummary(inp: SummaryInput): Summary {
     if (!ok) reasons.push(detail);
   };
   const fmtN = (n: number | null): string => (n === null ? '?' : n.toLocaleString('en-US'));
+  const accounting: AccountingLine[] = [];
+  /** One delivery equation as a check: unequal, or a required term unmeasured, fails the run. */
+  const equation = (name: string, left: [string, number | null][], right: [string, number | null][], required: boolean): void => {
+    const terms = [...left, ...right];
+    const known = terms.every(([, x]) => x !== null);
+    if (!known && !required) return;
+    const sum = (t: [string, number | null][]): number => t.reduce((a, [, x]) => a + (x ?? 0), 0);
+    const ok = known && sum(left) === sum(right);
+    accounting.push({ name, left, right, ok });
+    const side = (t: [string, number | null][]): string => t.map(([k, x]) => `${k} ${fmtN(x)}`).join(' + ');
+    const diff = known && !ok ? ` (difference ${(sum(left) - sum(right)).toLocaleString('en-US')})` : '';
+    check(name, ok, `${side(left)} ${ok ? '=' : '≠'} ${side(right)}${diff}${known ? '' : ' (a term was not measured)'}`);
+  };
 
   if (!f) check('connections', false, 'floodtest reported nothing');
   else {
@@ -349,19 +386,24 @@ export function computeSummary(inp: SummaryInput): Summary {
       check('publish errors', messages.publishErrors === 0, `publish errors: ${messages.publishErrors}${messages.publishErrors ? ' ' + JSON.stringify(g.errors) : ''}`);
     }
     if (inp.serverHasStats) {
-      check('sent = accepted', messages.acked !== null && messages.accepted === messages.acked && messages.sent === messages.acked,
-        `sent ${fmtN(messages.sent)}, acked ${fmtN(messages.acked)}, accepted by the server ${fmtN(messages.accepted)}`);
-      if (messages.accepted !== null && messages.delivered !== null && messages.toNobody !== null) {
-        check('accepted = delivered + to nobody', messages.accepted === messages.delivered + messages.toNobody,
-          `accepted ${fmtN(messages.accepted)} = delivered ${fmtN(messages.delivered)} + to nobody ${fmtN(messages.toNobody)}`);
-      }
-      check('delivered = received', messages.chunksOut !== null && messages.chunksOut === messages.chunksReceived,
-        `chunks delivered by the server ${fmtN(messages.chunksOut)}, received by floodtest ${fmtN(messages.chunksReceived)}`);
-      if (messages.deliveredAcked !== null && messages.chunksOut !== null) {
-        check('acks = deliveries', messages.deliveredAcked === messages.chunksOut, `deliveries in the acks ${fmtN(messages.deliveredAcked)}, server chunks out ${fmtN(messages.chunksOut)}`);
+      const m = messages;
+      const bus = m.lostOnBus !== null;
+      // Message level: every message msggen generated was accepted by the server or lost on its bus (answered 503),
+      // and every accepted one reached a connection or nobody. Connection level: every per-connection delivery was
+      // written or dropped (its stream closed or was cut as a slow consumer), and every written one was received.
+      equation('generated = acked + publish errors', [['generated (msggen sent)', m.sent]], [['acked', m.acked], ['failed (publish errors)', g ? g.failed ?? m.publishErrors : null]], true);
+      equation('generated = accepted', [['generated (msggen sent)', m.sent]], [['accepted (server messagesIn)', m.accepted], ...(bus ? [['lost on bus (bus.lostOnBus)', m.lostOnBus] as [string, number | null]] : [])], true);
+      equation('acked = accepted', [['acked', m.acked]], [['accepted (server messagesIn)', m.accepted]], true);
+      equation('accepted = delivered + to nobody', [['accepted', m.accepted]], [['delivered (reached ≥ 1 connection)', m.delivered], ['to nobody', m.toNobody]], false);
+      equation('queued = written + dropped', [['per-connection deliveries queued', m.chunksQueued]], [['written (chunksOut)', m.chunksOut], [`dropped (closed, or cut as slow: ${fmtN(m.slowDrops)} streams)`, m.chunksDropped]], false);
+      equation('written = received', [['chunks written by the server (chunksOut)', m.chunksOut]], [['chunks received by floodtest', m.chunksReceived]], true);
+      // msggen's acks count the connections each message reached (queued deliveries). Through Redis, `delivered`
+      // counts other servers once each (a lower bound), so the comparison only holds without a bus.
+      if (!bus && m.deliveredAcked !== null) {
+        equation('acks = queued', [['deliveries in the acks', m.deliveredAcked]], [[m.chunksQueued !== null ? 'queued' : 'chunks written', m.chunksQueued ?? m.chunksOut]], true);
       }
     } else if (messages.deliveredAcked !== null) {
-      check('delivered = received', messages.deliveredAcked === messages.chunksReceived, `deliveries in the acks ${fmtN(messages.deliveredAcked)}, received by floodtest ${fmtN(messages.chunksReceived)}`);
+      equation('delivered = received', [['deliveries in the acks', messages.deliveredAcked]], [['received by floodtest', messages.chunksReceived]], true);
     }
   }
   for (const i of inp.incidents) reasons.push(i);
@@ -397,6 +439,7 @@ export function computeSummary(inp: SummaryInput): Summary {
     cpu: inp.cpu,
     clientEventLoopDelayP99Ms: f?.eventLoopDelayP99Ms ?? null,
     checks,
+    accounting,
     verdict: { valid, reasons, warnings, line },
     incidents: inp.incidents,
   };
@@ -441,6 +484,12 @@ export function formatSummaryMd(s: Summary, title: string, context: string[]): s
   out.push(`| delivered (reached ≥ 1 connection) / to nobody | ${v(g.delivered)} / ${v(g.toNobody)} |`);
   out.push(`| slow-consumer drops (connections cut) / chunks dropped | ${v(g.slowDrops)} / ${v(g.chunksDropped)} |`);
   out.push(`| chunks delivered by the server / received by floodtest | ${v(g.chunksOut)} / ${v(g.chunksReceived)} |`);
+  if (s.accounting?.length) {
+    // Every term of every delivery equation, so a difference is visible where it arises.
+    out.push('', '## Delivery accounting', '', '| equation | left | right | |', '|---|---|---|---|');
+    const side = (t: [string, number | null][]): string => t.map(([k, x]) => `${k} ${v(x)}`).join(' + ');
+    for (const a of s.accounting) out.push(`| ${a.name} | ${side(a.left)} | ${side(a.right)} | ${a.ok ? 'ok' : '**FAIL**'} |`);
+  }
   const l = s.latency;
   out.push('', '## Delivery latency (msggen scheduled send → floodtest arrival)', '', '| count | p50 | p90 | p99 | p99.9 | max |', '|---|---|---|---|---|---|');
   out.push(l ? `| ${v(l.count)} | ${us(l.p50)} | ${us(l.p90)} | ${us(l.p99)} | ${us(l.p999)} | ${us(l.max)} |` : '| – | – | – | – | – | – |');
