@@ -8,7 +8,7 @@
 // Their latency is measured from their scheduled time, so the stall is visible.
 import { Pool } from 'undici';
 import { Redis } from 'ioredis';
-import { channelOf } from '../server/router-redis.js';
+import { channelOf, quitRedis } from '../server/router-redis.js';
 import type { Dispatcher } from 'undici';
 import { formatMessage } from '../lib/marker.js';
 import { createHistogram, encodeHistogram, recordLatency, type Histogram } from '../lib/histogram.js';
@@ -402,17 +402,7 @@ export class Engine {
 
   /** Ends the Redis connection: QUIT when connected, else stop its reconnect loop. */
   private async closeRedis(): Promise<void> {
-    const r = this.redis;
-    if (r === null) return;
-    if (r.status === 'ready') {
-      try {
-        await r.quit();
-        return;
-      } catch {
-        /* fall through */
-      }
-    }
-    r.disconnect(false);
+    if (this.redis !== null) await quitRedis(this.redis);
   }
 
   /** The id and text of send i (draws from its worker's own stream, so the order of draws per worker is fixed). */

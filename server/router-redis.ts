@@ -389,11 +389,12 @@ export class RedisRouter<C extends object> implements Router<C> {
     for (const p of this.queue) this.lost(p, 'the router is closing');
     this.queue = [];
     // local.close() clears the maps synchronously, before anything awaited here can run.
-    await Promise.all([this.local.close(), quit(this.pub), quit(this.sub)]);
+    await Promise.all([this.local.close(), quitRedis(this.pub), quitRedis(this.sub)]);
   }
 }
 
-async function quit(r: Redis): Promise<void> {
+/** Ends an ioredis connection: QUIT when connected (falling back to a hard disconnect), else stops its reconnect loop. */
+export async function quitRedis(r: Redis): Promise<void> {
   if (r.status === 'ready') {
     try {
       await r.quit();
