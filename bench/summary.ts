@@ -5,6 +5,8 @@
 // before the first message; "peak" is the highest sample of the message phase. KB per connection "total" divides
 // the whole process by the connections (what a capacity plan needs); "marginal" divides only the growth from idle
 // (what each extra connection costs, without the ~44 MB of an idle Node process).
+import type { LatencySummary } from '../lib/histogram.js';
+import { fit } from '../memlog/summary.js';
 
 /** One memory sample (from memlog's log). Sizes in KB. */
 export interface MemSample {
@@ -17,16 +19,8 @@ export interface MemSample {
   cpuPct: number | null;
 }
 
-/** Percentiles in microseconds. */
-export interface Latency {
-  count: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  p999: number;
-  max: number;
-  mean?: number;
-}
+/** Percentiles in microseconds: lib's LatencySummary, whose mean not every tool reports. */
+export type Latency = Omit<LatencySummary, 'mean'> & { mean?: number };
 
 /** Phase boundaries, ms since the epoch (undefined when the run never got there). */
 export interface Phases {
@@ -223,17 +217,7 @@ const r2 = (x: number): number => Math.round(x * 100) / 100;
 
 /** Least-squares slope of y against x; null with fewer than 3 points or no spread in x. */
 export function slope(xs: readonly number[], ys: readonly number[]): number | null {
-  const n = xs.length;
-  if (n < 3) return null;
-  const mx = xs.reduce((a, b) => a + b, 0) / n;
-  const my = ys.reduce((a, b) => a + b, 0) / n;
-  let sxy = 0;
-  let sxx = 0;
-  for (let i = 0; i < n; i++) {
-    sxy += (xs[i]! - mx) * (ys[i]! - my);
-    sxx += (xs[i]! - mx) ** 2;
-  }
-  return sxx === 0 ? null : sxy / sxx;
+  return xs.length < 3 ? null : (fit(xs, ys)?.slope ?? null);
 }
 
 /** The server's RSS/PSS of a sample: the whole tree (workers included) when memlog measured it. */

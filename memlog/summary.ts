@@ -63,8 +63,8 @@ function median(values: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Least-squares line through (x, y): slope and intercept. */
-function fit(xs: number[], ys: number[]): { slope: number; intercept: number } {
+/** Least-squares line through (x, y): slope and intercept; null when the xs have no spread (bench uses it too). */
+export function fit(xs: readonly number[], ys: readonly number[]): { slope: number; intercept: number } | null {
   const n = xs.length;
   const mx = xs.reduce((a, b) => a + b, 0) / n;
   const my = ys.reduce((a, b) => a + b, 0) / n;
@@ -74,7 +74,8 @@ function fit(xs: number[], ys: number[]): { slope: number; intercept: number } {
     sxy += (xs[i]! - mx) * (ys[i]! - my);
     sxx += (xs[i]! - mx) ** 2;
   }
-  const slope = sxx === 0 ? 0 : sxy / sxx;
+  if (sxx === 0) return null;
+  const slope = sxy / sxx;
   return { slope, intercept: my - slope * mx };
 }
 
@@ -135,10 +136,13 @@ export function summarize(input: readonly LogRow[]): Summary {
       plateauEndKb = value(pl[pl.length - 1]!);
       if (pl.length >= 3 && plateauSpanMin > 0) {
         const xs = pl.map(minutes);
-        const { slope, intercept } = fit(xs, pl.map(value)); // KB per minute
-        growthMbPerHour = (slope * 60) / 1024;
-        const fittedStart = intercept + slope * xs[0]!;
-        growthShare = fittedStart > 0 ? (slope * (xs[xs.length - 1]! - xs[0]!)) / fittedStart : null;
+        const line = fit(xs, pl.map(value)); // KB per minute
+        if (line !== null) {
+          const { slope, intercept } = line;
+          growthMbPerHour = (slope * 60) / 1024;
+          const fittedStart = intercept + slope * xs[0]!;
+          growthShare = fittedStart > 0 ? (slope * (xs[xs.length - 1]! - xs[0]!)) / fittedStart : null;
+        }
       }
     }
     const s: SeriesSummary = {
