@@ -17,9 +17,9 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { FlagError, parseHostList, parsePortList } from '../lib/flags.js';
-import { startControl, isLoopback } from './control.js';
-import { DEFAULT_CONTROL_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PORT, WORKER_CONNS } from './limits.js';
-import { ServerConfigError, resolveLimits, type CometServer, type CometServerOptions } from './index.js';
+import { startControl } from './control.js';
+import { DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PORT, WORKER_CONNS } from './limits.js';
+import { ServerConfigError, resolveControlAccess, resolveLimits, type CometServer, type CometServerOptions } from './index.js';
 import { ClusterHub, workerLink, type HubNodeCounters } from './router-cluster.js';
 import { Counters, snapshot, type ServerStats, type WorkerStats } from './stats.js';
 
@@ -99,14 +99,7 @@ export async function startCluster(opts: ClusterOptions): Promise<CometCluster> 
   if (!Number.isInteger(n) || n < 1 || n > 256) throw new ServerConfigError(`workers = ${n} is out of range (1 to 256)`);
   if (!cluster.isPrimary) throw new ServerConfigError('startCluster must run in the primary process');
   const limits = resolveLimits(opts);
-  const controlHost = opts.controlHost ?? DEFAULT_CONTROL_HOST;
-  const token = opts.token === undefined || opts.token === '' ? null : opts.token;
-  if (!isLoopback(controlHost) && token === null) {
-    throw new ServerConfigError(
-      `refusing to expose the control API on ${controlHost} without a token: anyone who reaches it could publish to every user; ` +
-        'set --token (or C1M_TOKEN), or keep --control-host on loopback',
-    );
-  }
+  const { controlHost, token } = resolveControlAccess(opts);
   const host = opts.listen?.[0]?.host ?? opts.host ?? DEFAULT_HOST;
   const listen = opts.listen ?? [{ host, port: opts.port ?? DEFAULT_PORT }];
   // --max-conns is the whole server's cap; round-robin keeps the workers even, so each gets its share.

@@ -111,10 +111,8 @@ export function resolveLimits(opts: CometServerOptions): Limits {
   return limits;
 }
 
-/** Starts the comet server: streaming listener, router and control API. */
-export async function startCometServer(opts: CometServerOptions = {}): Promise<CometServer> {
-  const limits = resolveLimits(opts);
-  const host = opts.listen?.[0]?.host ?? opts.host ?? DEFAULT_HOST;
+/** The control API's address and token (null: none); a non-loopback address without a token is refused. */
+export function resolveControlAccess(opts: CometServerOptions): { controlHost: string; token: string | null } {
   const controlHost = opts.controlHost ?? DEFAULT_CONTROL_HOST;
   const token = opts.token === undefined || opts.token === '' ? null : opts.token;
   if (!isLoopback(controlHost) && token === null) {
@@ -123,6 +121,14 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
         'set --token (or C1M_TOKEN), or keep --control-host on loopback',
     );
   }
+  return { controlHost, token };
+}
+
+/** Starts the comet server: streaming listener, router and control API. */
+export async function startCometServer(opts: CometServerOptions = {}): Promise<CometServer> {
+  const limits = resolveLimits(opts);
+  const host = opts.listen?.[0]?.host ?? opts.host ?? DEFAULT_HOST;
+  const { controlHost, token } = resolveControlAccess(opts);
   const startedAt = performance.now();
   const counters = new Counters();
   const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters });
