@@ -21,6 +21,7 @@ Usage:
   c1m bench     [--preset c10k|c100k|soak] [--conns 10000] [--connect-rate 1000] [--msg-rate 1000]
                 [--procs P --rate R] [--duration 2m] [--out runs/<name>] ...   (c1m bench --help)
   c1m compare   <run-a> <run-b> [--json] [--out overlay.svg]
+  c1m chaos     worker-kill|redis-restart|restart-storm|sigterm [--conns N] ...   (c1m chaos --help)
   c1m --help | <subcommand> --help
 `;
 
@@ -136,6 +137,8 @@ async function main(argv: string[]): Promise<number> {
       return benchCmd(rest);
     case 'compare':
       return compareCmd(rest);
+    case 'chaos':
+      return (await import('./chaos.js')).chaosCmd(rest);
     case undefined:
     case '--help':
     case '-h':
