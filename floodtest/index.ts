@@ -188,6 +188,30 @@ function currentRss(): number {
   return lastRss;
 }
 
+/** The final record: counts from the last sample, plus what only the caller knows (reach, ramp, peak RSS). */
+function summaryOf(last: Sample, f: Pick<Summary, 'reason' | 'asked' | 'reached' | 'rampMs' | 'durationMs' | 'rssPeak' | 'procs'>): Summary {
+  return {
+    type: 'summary',
+    reason: f.reason,
+    asked: f.asked,
+    reached: f.reached,
+    short: f.reached < f.asked,
+    open: last.connected,
+    established: last.established,
+    closed: last.closed,
+    chunks: last.chunks,
+    events: last.events,
+    errors: last.errors,
+    errorsTotal: Object.values(last.errors).reduce((a, b) => a + b, 0),
+    rampMs: f.rampMs,
+    connectsPerSec: f.rampMs > 0 ? Math.round((f.reached * 1000) / f.rampMs) : 0,
+    durationMs: f.durationMs,
+    latency: last.latency,
+    rssPeak: f.rssPeak,
+    procs: f.procs,
+  };
+}
+
 // ---- one process ----
 
 async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>): Promise<FloodHandle> {
@@ -256,27 +280,7 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
       finalSample = last;
       eld.disable();
       const rampMs = engine.peak > 0 ? Math.max(1, Math.round(engine.peakAtMs - (engine.firstConnectAt - engine.t0))) : 0;
-      const errorsTotal = Object.values(last.errors).reduce((a, b) => a + b, 0);
-      const summary: Summary = {
-        type: 'summary',
-        reason,
-        asked: o.maxConns,
-        reached: engine.peak,
-        short: engine.peak < o.maxConns,
-        open: last.connected,
-        established: last.established,
-        closed: last.closed,
-        chunks: last.chunks,
-        events: last.events,
-        errors: last.errors,
-        errorsTotal,
-        rampMs,
-        connectsPerSec: rampMs > 0 ? Math.round((engine.peak * 1000) / rampMs) : 0,
-        durationMs,
-        latency: last.latency,
-        rssPeak,
-        procs: 1,
-      };
+      const summary = summaryOf(last, { reason, asked: o.maxConns, reached: engine.peak, rampMs, durationMs, rssPeak, procs: 1 });
       finalHistogram = encodeHistogram(engine.histogram);
       engine.histogram.destroy();
       resolveDone(summary);
@@ -479,27 +483,8 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
       const sumPeaks = workers.reduce((a, w) => a + (w.final?.reached ?? w.peak), 0);
       const reached = Math.min(sumPeaks, Math.max(peak, last.connected));
       const rampMs = finals.reduce((a, f) => Math.max(a, f.rampMs), 0);
-      const errorsTotal = Object.values(last.errors).reduce((a, b) => a + b, 0);
-      const summary: Summary = {
-        type: 'summary',
-        reason,
-        asked: o.maxConns,
-        reached,
-        short: reached < o.maxConns,
-        open: last.connected,
-        established: last.established,
-        closed: last.closed,
-        chunks: last.chunks,
-        events: last.events,
-        errors: last.errors,
-        errorsTotal,
-        rampMs,
-        connectsPerSec: rampMs > 0 ? Math.round((reached * 1000) / rampMs) : 0,
-        durationMs,
-        latency: last.latency,
-        rssPeak: Math.max(rssPeak, finals.reduce((a, f) => a + f.rssPeak, 0)),
-        procs: P,
-      };
+      const rssMax = Math.max(rssPeak, finals.reduce((a, f) => a + f.rssPeak, 0));
+      const summary = summaryOf(last, { reason, asked: o.maxConns, reached, rampMs, durationMs, rssPeak: rssMax, procs: P });
       resolveDone(summary);
       return summary;
     })();
