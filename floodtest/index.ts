@@ -4,7 +4,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { createHistogram, encodeHistogram, mergeEncoded, summarize } from '../lib/histogram.js';
-import { Engine } from './engine.js';
+import { Engine, type EngineOptions } from './engine.js';
 import { addErrors, type ErrorCounts, type LoopDelay, type Sample, type Summary } from './sample.js';
 import { parseTargets, resolveEndpoints } from './urls.js';
 
@@ -109,15 +109,9 @@ export function defaultProcs(asked: number): number {
   return Math.max(1, Math.ceil(asked / CONNS_PER_PROC));
 }
 
-interface Resolved {
+/** The options after defaults and range checks: the engine's (URLs not parsed yet) and the run's own. */
+interface Resolved extends Omit<EngineOptions, 'targets'> {
   urls: readonly string[];
-  intervalMs: number;
-  inflight: number;
-  maxConns: number;
-  connectTimeoutMs: number;
-  reconnect: boolean;
-  reconnectBaseMs: number;
-  reconnectMaxMs: number;
   durationMs: number;
   procs: number;
   sampleIntervalMs: number;
