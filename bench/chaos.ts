@@ -93,6 +93,8 @@ export interface ChaosHandle {
 class Stopped extends Error {}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A deadline for a race: unref'd, so a race already won does not keep the process alive. */
+const deadline = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 const fmt = (n: number | undefined | null): string => (n === undefined || n === null ? '?' : n.toLocaleString('en-US'));
 const n = (s: ServerStats | undefined, k: string): number => {
   const v = s?.[k];
@@ -144,7 +146,7 @@ class Scene {
     const r = await Promise.race([
       readyP,
       child.exited.then((c) => Promise.reject(new Error(`${name} exited (${c}) before it was ready: ${child.stderrTail().slice(-2).join(' | ')}`))),
-      sleep(15_000).then(() => Promise.reject(new Error(`${name} not ready within 15 s`))),
+      deadline(15_000).then(() => Promise.reject(new Error(`${name} not ready within 15 s`))),
     ]);
     this.log(`${name}: pid ${child.pid}, port ${r.port}, control ${r.controlPort}`);
     return { child, ...r };
@@ -222,7 +224,7 @@ class Msggen {
   }
   /** Waits for it to finish by itself (its --duration). */
   async finish(ms: number): Promise<MsggenRecord | undefined> {
-    await Promise.race([this.child.exited, sleep(ms)]);
+    await Promise.race([this.child.exited, deadline(ms)]);
     return this.child.hasExited() ? this.summary : this.stop();
   }
   static failed(s: MsggenRecord | undefined): number {
@@ -506,7 +508,7 @@ async function restartStorm(scene: Scene, o: Required<Omit<ChaosOptions, 'log'>>
   scene.log(`restart-storm: ${N} streams on pid ${s1.child.pid} (RSS ${fmt(idleRss)} KB); SIGTERM`);
   const t0 = Date.now();
   process.kill(s1.child.pid, 'SIGTERM');
-  const exit = await Promise.race([s1.child.exited, sleep(CHAOS_BOUNDS.sigtermExitMs + 3000).then(() => 'timeout' as const)]);
+  const exit = await Promise.race([s1.child.exited, deadline(CHAOS_BOUNDS.sigtermExitMs + 3000).then(() => 'timeout' as const)]);
   const exitMs = Date.now() - t0;
   if (exit === 'timeout') await stopChild(s1.child, 'SIGKILL', 2000);
   r.checks.push({ name: 'old server exited by itself after SIGTERM', bound: `≤ ${CHAOS_BOUNDS.sigtermExitMs} ms, exit 0`, measured: `${exitMs} ms, exit ${String(exit)}`, ok: exit === 0 && exitMs <= CHAOS_BOUNDS.sigtermExitMs });
@@ -554,7 +556,7 @@ async function sigterm(scene: Scene, o: Required<Omit<ChaosOptions, 'log'>>, r: 
   scene.log(`sigterm: ${N} streams, ${fmt(n(before, 'chunksOut'))} chunks written so far; SIGTERM pid ${srv.child.pid}`);
   const t0 = Date.now();
   process.kill(srv.child.pid, 'SIGTERM');
-  const exit = await Promise.race([srv.child.exited, sleep(CHAOS_BOUNDS.sigtermExitMs + 3000).then(() => 'timeout' as const)]);
+  const exit = await Promise.race([srv.child.exited, deadline(CHAOS_BOUNDS.sigtermExitMs + 3000).then(() => 'timeout' as const)]);
   const exitMs = Date.now() - t0;
   r.checks.push({ name: 'server exited by itself', bound: `≤ ${CHAOS_BOUNDS.sigtermExitMs} ms, exit 0`, measured: `${exitMs} ms, exit ${String(exit)}`, ok: exit === 0 && exitMs <= CHAOS_BOUNDS.sigtermExitMs });
   const g = await gen.stop();
