@@ -11,7 +11,7 @@
 // above the flood's) and publishes to each of them a known number of times. A witness that stays open through the
 // kill was held by the surviving worker (the killed worker's streams are cut), and must have received exactly what
 // was published to its id: that is "the other clients lose nothing", per id, with no inference.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -243,6 +243,15 @@ async function stats(controlPort: number): Promise<ServerStats | undefined> {
   }
 }
 
+/** Child pids of a process (from /proc/<pid>/task/<tid>/children; empty once it is gone). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`).flatMap((t) => readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+  } catch {
+    return [];
+  }
+}
+
 /** Resident set size of a pid, KB (undefined once it is gone). */
 function rssKB(pid: number): number | undefined {
   try {
@@ -342,6 +351,7 @@ async function workerKill(scene: Scene, o: Required<Omit<ChaosOptions, 'log'>>, 
   const before = await stats(srv.controlPort);
   const victim = workersOf(before).find((w) => w.pid > 0 && w.connections > 0);
   if (!victim) throw new Error('no worker holds a stream: cannot pick one to kill');
+  const known = new Set(childrenOf(srv.child.pid));
   const t0 = Date.now();
   process.kill(victim.pid, 'SIGKILL');
   scene.log(`worker-kill: SIGKILL worker slot ${victim.slot} pid ${victim.pid} (${fmt(victim.connections)} streams)`);
@@ -353,6 +363,11 @@ async function workerKill(scene: Scene, o: Required<Omit<ChaosOptions, 'log'>>, 
   // A poll's answer can take up to ~1 s while a worker is missing (the primary waits for every worker's figures),
   // so each time is measured when the answer arrives (conservative); `asked` is when that poll was sent.
   let replacedAskedMs: number | undefined;
+  // The fork itself, seen in /proc as a new child of the primary (finer than the stats polls).
+  let forkedMs: number | undefined;
+  const forkWatch = setInterval(() => {
+    if (forkedMs === undefined && childrenOf(srv.child.pid).some((p) => !known.has(p))) forkedMs = Date.now() - t0;
+  }, 10);
   await scene.until('the killed worker to be replaced and its clients back', limit, async () => {
     const asked = Date.now() - t0;
     const s = await stats(srv.controlPort);
@@ -366,6 +381,8 @@ async function workerKill(scene: Scene, o: Required<Omit<ChaosOptions, 'log'>>, 
     if (replacedMs !== undefined && backMs === undefined && ws.every((w) => w.fresh) && n(s, 'connections') >= N + open) backMs = Date.now() - t0;
     return backMs !== undefined ? true : undefined;
   }, 50).catch((e: unknown) => r.incidents.push(e instanceof Error ? e.message : String(e)));
+  clearInterval(forkWatch);
+  r.figures.newWorkerForkedMs = forkedMs ?? 'not seen';
   r.checks.push({ name: 'worker replaced (slot has a new, answering pid)', bound: `≤ ${CHAOS_BOUNDS.workerReplacedMs} ms`, measured: replacedMs === undefined ? 'never' : `${replacedMs} ms (poll sent at ${replacedAskedMs} ms)`, ok: replacedMs !== undefined && replacedMs <= CHAOS_BOUNDS.workerReplacedMs });
   r.checks.push({ name: "killed worker's clients back (server streams = N + open witnesses)", bound: `≤ ${CHAOS_BOUNDS.clientsBackMs} ms`, measured: backMs === undefined ? 'never' : `${backMs} ms`, ok: backMs !== undefined && backMs <= CHAOS_BOUNDS.clientsBackMs });
 
@@ -603,7 +620,7 @@ export function runChaos(name: ScenarioName, opts: ChaosOptions = {}): ChaosHand
   };
   const scene = new Scene(log);
   const t0 = Date.now();
-  const r: ChaosResult = { scenario: name, params: { conns: o.conns, msgRate: o.msgRate, flowMs: o.flowMs }, checks: [], figures: {}, incidents: [], pass: false, durationMs: 0 };
+  const r: ChaosResult = { scenario: name, params: name === 'restart-storm' ? { conns: o.conns } : { conns: o.conns, msgRate: o.msgRate, flowMs: o.flowMs }, checks: [], figures: {}, incidents: [], pass: false, durationMs: 0 };
   if (name === 'redis-restart') Object.assign(r.params, { gapMs: o.gapMs, afterMs: o.afterMs });
   if (name === 'worker-kill') r.params.witnesses = o.witnesses;
   let limitTimer: NodeJS.Timeout | undefined;
