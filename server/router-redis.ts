@@ -20,7 +20,9 @@
 // batches of `batchChannels`, from the live map (ioredis's own auto-resubscribe is off: it would replay its
 // set, not ours). Streams stay open throughout; messages other processes publish while this process's
 // subscription is down never reach it and cannot be counted here (their publishers see fewer subscribers).
-import { Redis } from 'ioredis';
+// ioredis is loaded when a Redis router connects, not when this module is imported: the CLI imports this module
+// for its flag parsing, and loading ioredis costs every server ~10 MB of RSS whatever router it runs.
+import type { Redis, RedisOptions } from 'ioredis';
 import { FlagError } from '../lib/flags.js';
 import { LocalRouter, type Deliver, type Router, type RouterFactory } from './router.js';
 
@@ -140,11 +142,11 @@ export class RedisRouter<C extends object> implements Router<C> {
     channels: 0, subscribeCommands: 0, unsubscribeCommands: 0, resubscribed: 0,
   };
 
-  private constructor(deliver: Deliver<C>, opts: RedisRouterOptions) {
+  private constructor(RedisClass: typeof Redis, deliver: Deliver<C>, opts: RedisRouterOptions) {
     this.local = new LocalRouter<C>(deliver, (id) => this.touch(id));
     this.batchChannels = opts.batchChannels ?? REDIS_LIMITS.batchChannels;
     const reconnectMaxMs = opts.reconnectMaxMs ?? REDIS_LIMITS.reconnectMaxMs;
-    const common = {
+    const common: RedisOptions = {
       // Fail fast instead of queueing: a command while disconnected, or in flight at a drop, is rejected.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -157,8 +159,8 @@ export class RedisRouter<C extends object> implements Router<C> {
       // server's process alive that long when Redis was unreachable.
       disconnectTimeout: 200,
     };
-    this.pub = new Redis(opts.url, common);
-    this.sub = new Redis(opts.url, common);
+    this.pub = new RedisClass(opts.url, common);
+    this.sub = new RedisClass(opts.url, common);
     // ioredis reports every failed reconnect as an 'error'; the state is in /stats, so these are not fatal.
     this.pub.on('error', () => {});
     this.sub.on('error', () => {});
@@ -175,7 +177,8 @@ export class RedisRouter<C extends object> implements Router<C> {
 
   /** Connects both Redis connections (waits up to connectTimeoutMs) and returns the router. */
   static async connect<C extends object>(deliver: Deliver<C>, opts: RedisRouterOptions): Promise<RedisRouter<C>> {
-    const r = new RedisRouter<C>(deliver, opts);
+    const { Redis: RedisClass } = await import('ioredis');
+    const r = new RedisRouter<C>(RedisClass, deliver, opts);
     const timeoutMs = opts.connectTimeoutMs ?? REDIS_LIMITS.connectTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     try {
