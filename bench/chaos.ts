@@ -415,6 +415,10 @@ async function workerKill(scene: Scene, o: Required<Omit<ChaosOptions, 'log'>>, 
     msggenErrors: JSON.stringify(g?.errors ?? {}),
     floodErrors: JSON.stringify(fl?.errors ?? {}),
     workerRestarts: n(after, 'workerRestarts'),
+    // Not judged: the cluster's summed counters keep a dead worker's last answer (≤ ~1 s old), so writes of its
+    // last moments may be missing from chunksOut; these two show how far apart they end.
+    serverChunksOut: n(after, 'chunksOut'),
+    clientChunks: (fl?.chunks ?? 0) + witnesses.reduce((a, w) => a + w.received, 0),
   });
 }
 
