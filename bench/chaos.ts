@@ -21,7 +21,7 @@ import { freePort, startRedis, type TestRedis } from '../server/redis-testkit.js
 import { startChild, stopChild, type Child } from './children.js';
 import { buildUrls } from './run.js';
 import type { ServerStats } from './summary.js';
-import { floodtestArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, SERVER_NODE_FLAGS, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
+import { floodtestArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, SERVER_NODE_FLAGS, serverEnv, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
 
 /** The scenarios, in the order `c1m chaos --help` lists them. */
 export const SCENARIOS = ['worker-kill', 'redis-restart', 'restart-storm', 'sigterm'] as const;
@@ -136,6 +136,7 @@ class Scene {
     const args = [...SERVER_NODE_FLAGS, toolCli('server'), '--host', '127.0.0.1', '--port', String(opts.port ?? 0), '--control-port', String(opts.controlPort ?? 0), ...flags];
     const child = await startChild(name, process.execPath, {
       args,
+      env: serverEnv(),
       stderrFile: join(this.dir, `${name}.log`),
       onStderrLine: (l) => {
         const r = parseReadyLine(l);

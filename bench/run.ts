@@ -17,7 +17,7 @@ import { machineCpu, machineInfo, type MachineInfo } from './machine.js';
 import { checkPreflight, formatReport, type PreflightReport, type ProcSnapshot } from './preflight.js';
 import { readSnapshot } from './procfs.js';
 import { computeSummary, formatSummaryMd, type CpuFigures, type FloodResult, type MemSample, type MsggenResult, type Phases, type ServerStats, type Summary } from './summary.js';
-import { floodtestArgs, memlogArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, REPO_DIR, serverArgs, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
+import { floodtestArgs, memlogArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, REPO_DIR, serverArgs, serverEnv, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
 import { writeRunCharts } from './charts.js';
 import { defaultClientProcs } from './topology.js';
 
@@ -256,6 +256,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
       const ready = new Promise<{ port: number; controlPort: number }>((r) => (readyResolve = r));
       server = await startChild('server', process.execPath, {
         args: serverArgs(host, o.serverFlags),
+        env: serverEnv(),
         stderrFile: file('server.log'),
         onStderrLine: (l) => {
           const r = parseReadyLine(l);
