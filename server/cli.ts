@@ -6,7 +6,7 @@ import { FlagError, formatDuration, parseDuration, parseIntFlag, parsePort, pars
 import { onInterrupt } from '../lib/signals.js';
 import { ServerConfigError, startCometServer, type CometServerOptions } from './index.js';
 import { parseRouterFlag } from './router-redis.js';
-import { autoWorkers, parseListen, startCluster } from './cluster.js';
+import { autoWorkers, parseListen } from './listen.js';
 import { DEFAULT_CONTROL_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, LIMIT_RANGES, WORKER_CONNS } from './limits.js';
 
 const L = DEFAULT_LIMITS;
@@ -132,7 +132,7 @@ async function main(): Promise<void> {
   try {
     server =
       parsed.workers > 1
-        ? await startCluster({ ...parsed, onEvent: (line) => process.stderr.write(`comet-server: ${line}\n`) })
+        ? await (await import('./cluster.js')).startCluster({ ...parsed, onEvent: (line) => process.stderr.write(`comet-server: ${line}\n`) })
         : await startCometServer(parsed);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
