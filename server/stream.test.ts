@@ -351,3 +351,264 @@ describe('streams: graceful stop', () => {
     await pending.untilClosed();
   });
 });
+
+// Regression tests for one-tick batches written as one string (prefixes + shared framed text) and, from
+// SHARE_MIN_BYTES (2048 framed bytes in stream.ts) on, as the shared Buffers: the chunk sizes, message numbers and
+// bytesOut must all count UTF-8 bytes, never UTF-16 code units. Expected bytes are built here from the messages,
+// not from frame.ts, and the chunked bodies are also decoded independently to check every size line.
+describe('streams: one-tick batches of multi-byte UTF-8, exact bytes and bytesOut', () => {
+  let s: CometServer;
+  let base: string;
+  const clients: RawClient[] = [];
+  before(async () => {
+    // No heartbeats during the test: every byte written to a stream here is a message or a response head.
+    s = await start({ heartbeatMs: 3_600_000 });
+    base = `http://127.0.0.1:${s.controlPort}`;
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await s.stop();
+  });
+
+  const utf8 = (text: string): Buffer => Buffer.from(text, 'utf8');
+  const received = (c: RawClient): Buffer => Buffer.from(c.text, 'latin1');
+  const untilBytes = (c: RawClient, n: number): Promise<string> => c.until((t) => t.length >= n);
+  const statsDoc = async (): Promise<{ bytesOut: number; writes: number; chunksOut: number }> => {
+    const r = await fetch(`${base}/stats`);
+    assert.equal(r.status, 200);
+    return (await r.json()) as { bytesOut: number; writes: number; chunksOut: number };
+  };
+  const openHtml = async (id: number): Promise<RawClient> => {
+    const c = await openStream(s.port, `/test/${id}`);
+    clients.push(c);
+    assert.equal(c.text, H_HTML);
+    return c;
+  };
+  const openPlain = async (id: number): Promise<RawClient> => {
+    const c = new RawClient(s.port);
+    clients.push(c);
+    c.send(`GET /test/${id} HTTP/1.0\r\n\r\n`);
+    await c.until('\r\n\r\n');
+    assert.equal(c.text, H_PLAIN);
+    return c;
+  };
+  const openSse = async (id: number): Promise<RawClient> => {
+    const c = await openStream(s.port, `/sse/${id}`);
+    clients.push(c);
+    assert.equal(c.text, H_SSE);
+    return c;
+  };
+  /** Publishes every message to `id` synchronously (one tick) and checks each reached `receivers`. */
+  const publishAll = async (id: number, msgs: string[], receivers: number): Promise<void> => {
+    const reached = msgs.map((m) => s.publish(id, m));
+    assert.deepEqual(await Promise.all(reached), msgs.map(() => receivers));
+  };
+  // Expected wire bytes, from the message and its expected escaping.
+  const chunkedData = (n: number, escaped: string): Buffer => utf8(`Recvd msg #${n}: '${escaped}'<br/>`);
+  const chunked = (n: number, escaped: string): Buffer => {
+    const data = chunkedData(n, escaped);
+    return Buffer.concat([Buffer.from(data.length.toString(16) + '\r\n', 'latin1'), data, Buffer.from('\r\n', 'latin1')]);
+  };
+  const plain = (n: number, escaped: string): Buffer => chunkedData(n, escaped);
+  const sseEvent = (n: number, lines: string[]): Buffer => utf8(`id: ${n}\n` + lines.map((l) => `data: ${l}\n`).join('') + '\n');
+  /** Decodes a chunked body independently of the server's framing: every size line must be the data's byte count. */
+  const decodeChunked = (body: Buffer): string[] => {
+    const out: string[] = [];
+    let at = 0;
+    while (at < body.length) {
+      const eol = body.indexOf('\r\n', at, 'latin1');
+      assert.ok(eol > at, `a chunk-size line at byte ${at}`);
+      const sizeText = body.toString('latin1', at, eol);
+      assert.match(sizeText, /^[0-9a-f]+$/, 'chunk size in lower-case hex');
+      const size = parseInt(sizeText, 16);
+      const start = eol + 2;
+      assert.ok(start + size + 2 <= body.length, `chunk of ${size} bytes at byte ${start} is complete`);
+      assert.equal(body.toString('latin1', start + size, start + size + 2), '\r\n', `chunk of ${size} bytes ends with CRLF right after its data`);
+      out.push(body.toString('utf8', start, start + size));
+      at = start + size + 2;
+    }
+    return out;
+  };
+
+  // Two-, three- and four-byte UTF-8 (é, €, 😀, CJK, Hangul), a lone surrogate (written as U+FFFD, 3 bytes) and
+  // every character the HTML stream escapes.
+  const MSGS = [
+    'café é',
+    'price: 5€ <b>&</b>',
+    `smile 😀 "quoted" 'single'`,
+    '中文字符 日本語 한국어',
+    `é€😀中 <>&"'`,
+    'lone \ud800 surrogate',
+  ];
+  const ESCAPED = [
+    'café é',
+    'price: 5€ &lt;b&gt;&amp;&lt;/b&gt;',
+    'smile 😀 &quot;quoted&quot; &#39;single&#39;',
+    '中文字符 日本語 한국어',
+    'é€😀中 &lt;&gt;&amp;&quot;&#39;',
+    'lone \ufffd surrogate',
+  ];
+
+  it('HTTP/1.1 /test/<id>: a batch of multi-byte messages in one write, chunk sizes in bytes, numbered 1..N', async () => {
+    const c = await openHtml(5001);
+    const before = await statsDoc();
+    await publishAll(5001, MSGS, 1);
+    const expectedBody = Buffer.concat(ESCAPED.map((e, i) => chunked(i + 1, e)));
+    await untilBytes(c, H_HTML.length + expectedBody.length);
+    assert.deepEqual(received(c), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expectedBody]));
+    // Independently: each size line is the UTF-8 byte count of its data (not the UTF-16 length).
+    const chunks = decodeChunked(received(c).subarray(H_HTML.length));
+    assert.deepEqual(chunks, ESCAPED.map((e, i) => `Recvd msg #${i + 1}: '${e}'<br/>`));
+    // Hand-checked: "Recvd msg #5: 'é€😀中 &lt;&gt;&amp;&quot;&#39;'<br/>" is 15 + (2+3+4+3+1+24) + 6 = 58 bytes (0x3a),
+    // but 51 UTF-16 units (0x33): a size taken from the string length would be wrong.
+    const fifth = `Recvd msg #5: '${ESCAPED[4]}'<br/>`;
+    assert.equal(fifth.length, 51);
+    assert.ok(received(c).includes(Buffer.from('3a\r\n' + Buffer.from(fifth, 'utf8').toString('latin1') + '\r\n', 'latin1')));
+    const st = await statsDoc();
+    assert.equal(st.writes - before.writes, 1, 'one write for the whole batch');
+    assert.equal(st.chunksOut - before.chunksOut, MSGS.length);
+    assert.equal(st.bytesOut - before.bytesOut, expectedBody.length, 'bytesOut grew by the body bytes received');
+  });
+
+  it('HTTP/1.0 /test/<id>: the same batch unchunked, exact bytes', async () => {
+    const c = await openPlain(5002);
+    const before = await statsDoc();
+    await publishAll(5002, MSGS, 1);
+    const expectedBody = Buffer.concat(ESCAPED.map((e, i) => plain(i + 1, e)));
+    await untilBytes(c, H_PLAIN.length + expectedBody.length);
+    assert.deepEqual(received(c), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expectedBody]));
+    assert.equal(received(c).toString('utf8', H_PLAIN.length), ESCAPED.map((e, i) => `Recvd msg #${i + 1}: '${e}'<br/>`).join(''));
+    const st = await statsDoc();
+    assert.equal(st.writes - before.writes, 1);
+    assert.equal(st.bytesOut - before.bytesOut, expectedBody.length);
+  });
+
+  it('/sse/<id>: the same batch (plus multi-line multi-byte messages) as exact id:/data: lines', async () => {
+    const c = await openSse(5003);
+    const msgs = [...MSGS, 'ligne é\r\n€ second\n😀 third\r中 fourth', '<>&"\' unescaped in SSE'];
+    const lines = [
+      ...MSGS.map((m) => [m.replace('\ud800', '\ufffd')]),
+      ['ligne é', '€ second', '😀 third', '中 fourth'],
+      [`<>&"' unescaped in SSE`],
+    ];
+    const before = await statsDoc();
+    await publishAll(5003, msgs, 1);
+    const expectedBody = Buffer.concat(lines.map((l, i) => sseEvent(i + 1, l)));
+    await untilBytes(c, H_SSE.length + expectedBody.length);
+    assert.deepEqual(received(c), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expectedBody]));
+    const st = await statsDoc();
+    assert.equal(st.writes - before.writes, 1);
+    assert.equal(st.chunksOut - before.chunksOut, msgs.length);
+    assert.equal(st.bytesOut - before.bytesOut, expectedBody.length);
+  });
+
+  it('bytesOut counts the response head plus the body bytes, from before the connection', async () => {
+    const before = await statsDoc();
+    const c = await openHtml(5004);
+    await publishAll(5004, MSGS.slice(0, 3), 1);
+    const expectedBody = Buffer.concat(ESCAPED.slice(0, 3).map((e, i) => chunked(i + 1, e)));
+    await untilBytes(c, H_HTML.length + expectedBody.length);
+    assert.equal(received(c).length, HEAD_HTML_CHUNKED.length + expectedBody.length);
+    const st = await statsDoc();
+    assert.equal(st.bytesOut - before.bytesOut, HEAD_HTML_CHUNKED.length + expectedBody.length);
+    assert.equal(st.writes - before.writes, 2, 'the head, then one write for the batch');
+  });
+
+  it('one POST /send NDJSON batch reaches chunked, unchunked and SSE streams on one id: exact bytes, bytesOut = bytes received', async () => {
+    const html = await openHtml(5005);
+    const old = await openPlain(5005);
+    const sse = await openSse(5005);
+    const before = await statsDoc();
+    // JSON escapes and raw UTF-8 both; the control API decodes the body as UTF-8.
+    const body =
+      MSGS.map((m) => JSON.stringify({ id: 5005, msg: m })).join('\n') +
+      '\n{"id":5005,"msg":"\\u00e9\\u20ac\\ud83d\\ude00\\u4e2d <&>"}\n';
+    const r = await fetch(`${base}/send`, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson' } });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { accepted: MSGS.length + 1, delivered: 3 * (MSGS.length + 1) });
+    const esc = [...ESCAPED, 'é€😀中 &lt;&amp;&gt;'];
+    const sseLines = [...MSGS.map((m) => [m.replace('\ud800', '\ufffd')]), ['é€😀中 <&>']];
+    const expHtml = Buffer.concat(esc.map((e, i) => chunked(i + 1, e)));
+    const expPlain = Buffer.concat(esc.map((e, i) => plain(i + 1, e)));
+    const expSse = Buffer.concat(sseLines.map((l, i) => sseEvent(i + 1, l)));
+    await untilBytes(html, H_HTML.length + expHtml.length);
+    await untilBytes(old, H_PLAIN.length + expPlain.length);
+    await untilBytes(sse, H_SSE.length + expSse.length);
+    assert.deepEqual(received(html), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expHtml]));
+    assert.deepEqual(received(old), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expPlain]));
+    assert.deepEqual(received(sse), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expSse]));
+    const st = await statsDoc();
+    assert.equal(st.writes - before.writes, 3, 'one write per connection');
+    assert.equal(st.bytesOut - before.bytesOut, expHtml.length + expPlain.length + expSse.length);
+  });
+
+  it('a batch mixing small and large (over 2048 bytes, under 2048 UTF-16 units) multi-byte messages: exact bytes on all three formats', async () => {
+    const html = await openHtml(5006);
+    const old = await openPlain(5006);
+    const sse = await openSse(5006);
+    // '€' is 3 bytes and 1 UTF-16 unit; '😀' is 4 bytes and 2 units: 900 of either is 1800 units but 2700/3600 bytes.
+    const big1 = '€'.repeat(900) + '<&>';
+    const big2 = `😀'`.repeat(900) + '\nsecond line 中';
+    const msgs = ['small é', big1, '中 <small>', big2, '😀'];
+    const esc = ['small é', '€'.repeat(900) + '&lt;&amp;&gt;', '中 &lt;small&gt;', '😀&#39;'.repeat(900) + '\nsecond line 中', '😀'];
+    const sseLines = [['small é'], [big1], ['中 <small>'], [`😀'`.repeat(900), 'second line 中'], ['😀']];
+    const before = await statsDoc();
+    await publishAll(5006, msgs, 3);
+    const expHtml = Buffer.concat(esc.map((e, i) => chunked(i + 1, e)));
+    const expPlain = Buffer.concat(esc.map((e, i) => plain(i + 1, e)));
+    const expSse = Buffer.concat(sseLines.map((l, i) => sseEvent(i + 1, l)));
+    await untilBytes(html, H_HTML.length + expHtml.length);
+    await untilBytes(old, H_PLAIN.length + expPlain.length);
+    await untilBytes(sse, H_SSE.length + expSse.length);
+    assert.deepEqual(received(html), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expHtml]));
+    assert.deepEqual(received(old), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expPlain]));
+    assert.deepEqual(received(sse), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expSse]));
+    assert.deepEqual(decodeChunked(received(html).subarray(H_HTML.length)), esc.map((e, i) => `Recvd msg #${i + 1}: '${e}'<br/>`));
+    const st = await statsDoc();
+    assert.equal(st.writes - before.writes, 3, 'one (corked) write per connection');
+    assert.equal(st.chunksOut - before.chunksOut, 3 * msgs.length);
+    assert.equal(st.bytesOut - before.bytesOut, expHtml.length + expPlain.length + expSse.length);
+  });
+
+  it('batches of exactly 2047 and 2048 framed bytes (either side of the shared-Buffer threshold) have the same exact bytes', async () => {
+    // Framed sizes (stream.ts): HTML `: '<escaped>'<br/>\r\n` = bytes + 11; SSE `data: <msg>\n\n` = bytes + 8.
+    const first = 'é😀中'; // 9 bytes, 4 UTF-16 units
+    const fill = (framedTotal: number, overhead: number): string => {
+      const need = framedTotal - 2 * overhead - Buffer.byteLength(first);
+      return '€'.repeat(Math.floor(need / 3)) + 'a'.repeat(need % 3);
+    };
+    let id = 5100;
+    for (const total of [2047, 2048]) {
+      const hMsgs = [first, fill(total, 11)];
+      const sMsgs = [first, fill(total, 8)];
+      assert.equal(hMsgs.reduce((n, m) => n + Buffer.byteLength(m) + 11, 0), total);
+      assert.equal(sMsgs.reduce((n, m) => n + Buffer.byteLength(m) + 8, 0), total);
+      const html = await openHtml(++id);
+      const old = await openPlain(id);
+      const sseId = ++id;
+      const sse = await openSse(sseId);
+      const before = await statsDoc();
+      await publishAll(id - 1, hMsgs, 2);
+      await publishAll(sseId, sMsgs, 1);
+      const expHtml = Buffer.concat(hMsgs.map((m, i) => chunked(i + 1, m)));
+      const expPlain = Buffer.concat(hMsgs.map((m, i) => plain(i + 1, m)));
+      const expSse = Buffer.concat(sMsgs.map((m, i) => sseEvent(i + 1, [m])));
+      await untilBytes(html, H_HTML.length + expHtml.length);
+      await untilBytes(old, H_PLAIN.length + expPlain.length);
+      await untilBytes(sse, H_SSE.length + expSse.length);
+      assert.deepEqual(received(html), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expHtml]), `chunked, ${total} bytes`);
+      assert.deepEqual(received(old), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expPlain]), `unchunked, ${total} bytes`);
+      assert.deepEqual(received(sse), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expSse]), `SSE, ${total} bytes`);
+      const st = await statsDoc();
+      assert.equal(st.writes - before.writes, 3);
+      assert.equal(st.bytesOut - before.bytesOut, expHtml.length + expPlain.length + expSse.length, `bytesOut, ${total} bytes`);
+    }
+  });
+
+  it('over the whole test, bytesOut equals every byte the streams received (heads included)', async () => {
+    const st = await statsDoc();
+    let total = 0;
+    for (const c of clients) total += received(c).length;
+    assert.equal(st.bytesOut, total);
+  });
+});
