@@ -59,6 +59,10 @@ test('bad flags: one line naming the flag and the allowed range, exit 2', async 
     [['--procs', '2', '--threads', '3'], /^msggen: --threads: 3 is more than procs \(2\); allowed: 1 to 2\n$/],
     [['--target', 'localhost:8001'], /^msggen: --target: /],
     [['--batch', '0'], /^msggen: --batch: 0 is out of range \(allowed: 1 to 10000\)\n$/],
+    [['--publish-template', 'http://127.0.0.1:8080/pub'], /^msggen: --publish-template: 'http:\/\/127\.0\.0\.1:8080\/pub' has no \{id\}/],
+    [['--publish-template', 'ftp://h/pub?id={id}'], /^msggen: --publish-template: .*must be an http:\/\/ or https:\/\/ URL/],
+    [['--publish-template', 'http://127.0.0.1:8080/pub?id={id}', '--batch', '5'], /^msggen: --publish-template: cannot be combined with --batch 5/],
+    [['--publish-template', 'http://127.0.0.1:8080/pub?id={id}', '--redis', 'redis://127.0.0.1:6379'], /^msggen: --publish-template: cannot be combined with --redis/],
     [['--bogus'], /^msggen: Unknown option '--bogus'/],
     [['extra'], /^msggen: .*positional/i],
   ];

@@ -22,6 +22,11 @@ Usage: msggen [--procs 10] [--rate 10] [--num 1000000] [--max 10000] [--target h
   --target URL      control API origin                                         default http://127.0.0.1:8001
   --redis URL       publish straight to Redis (redis://host:6379) on the servers' per-id channels,
                     instead of --target (for comet-server --router redis://...)  default none
+  --publish-template URL
+                    POST each message (raw text/plain body) to URL with {id} replaced, instead of
+                    <target>/send/<id>: a third-party publisher, e.g. 'http://127.0.0.1:8080/pub?id={id}'
+                    (nginx+nchan). Any 2xx is an ack; 'delivered' only if the answer is JSON with a
+                    numeric delivered. Not with --batch > 1 or --redis              default none
   --token T         send 'Authorization: Bearer T'                             default env C1M_TOKEN, else none
   --dist D          id distribution: uniform or zipf (P(k) ∝ 1/k^s)            default uniform
   --zipf-s S        zipf exponent s                                            default 1     (${RANGES.zipfExponent[0]}..${RANGES.zipfExponent[1]})
@@ -61,6 +66,7 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
         duration: { type: 'string' },
         target: { type: 'string' },
         redis: { type: 'string' },
+        'publish-template': { type: 'string' },
         token: { type: 'string' },
         dist: { type: 'string' },
         'zipf-s': { type: 'string' },
@@ -94,6 +100,7 @@ function parse(argv: string[]): { options: MsggenOptions; json: boolean; quiet: 
   if (values.duration !== undefined) o.durationMs = parseDuration('--duration', values.duration, 1);
   if (values.target !== undefined) o.target = values.target;
   if (values.redis !== undefined) o.redis = values.redis;
+  if (values['publish-template'] !== undefined) o.publishTemplate = values['publish-template'];
   const token = values.token ?? process.env.C1M_TOKEN;
   if (token !== undefined && token !== '') o.token = token;
   if (values.dist !== undefined) o.dist = parseChoice('--dist', values.dist, DISTRIBUTIONS);

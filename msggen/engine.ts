@@ -35,6 +35,11 @@ export interface EngineConfig {
   token: string | undefined;
   /** When set, messages are PUBLISHed straight to this Redis (one connection per engine) instead of the control API. */
   redis: string | undefined;
+  /**
+   * When set, each single message is POSTed (raw body) to this path-and-query on `target`, with every `{id}`
+   * replaced by the id (e.g. `/pub?id={id}` for nginx+nchan); any 2xx is an ack. Never with batch > 1 or redis.
+   */
+  publishPath: string | undefined;
   schedule: Schedule;
   max: number;
   dist: Distribution;
@@ -65,6 +70,8 @@ export interface Counters {
   late: number;
   /** Sum of the server's `delivered` answers (connections reached; a batch reports its total). */
   delivered: number;
+  /** Acked messages whose answer carried no `delivered` count (a third-party publisher): `delivered` leaves them out. */
+  deliveredUnreported: number;
   /** HTTP requests completed or failed. */
   requests: number;
   /** Failed requests by code: `ECONNREFUSED`, `UND_ERR_SOCKET`, `HTTP_401`, `HTTP_413`, ... */
@@ -99,7 +106,7 @@ export interface EngineFinal extends Counters {
 }
 
 export function emptyCounters(): Counters {
-  return { sent: 0, acked: 0, failed: 0, late: 0, delivered: 0, requests: 0, errors: {} };
+  return { sent: 0, acked: 0, failed: 0, late: 0, delivered: 0, deliveredUnreported: 0, requests: 0, errors: {} };
 }
 
 /** Adds b into a. */
@@ -109,6 +116,7 @@ export function addCounters(a: Counters, b: Counters): void {
   a.failed += b.failed;
   a.late += b.late;
   a.delivered += b.delivered;
+  a.deliveredUnreported += b.deliveredUnreported;
   a.requests += b.requests;
   for (const [code, n] of Object.entries(b.errors)) a.errors[code] = (a.errors[code] ?? 0) + n;
 }
@@ -144,6 +152,8 @@ export class Engine {
   private readonly headersSingle: Record<string, string>;
   private readonly headersBatch: Record<string, string>;
   private readonly auth: Record<string, string>;
+  /** --publish-template's path and query split at each `{id}` (null: the control API's /send/<id>). */
+  private readonly publishParts: string[] | null;
   /** Cancels unanswered warm-up probes when the run ends, so they never hold up the pool's close. */
   private readonly warmupAbort = new AbortController();
   private startMicros = 0;
@@ -184,6 +194,7 @@ export class Engine {
     this.pipelined = cfg.pipelining > 1;
     this.rngs = this.s.slots.map((w) => new Rng(cfg.seed, w));
     this.ids = idSampler(cfg.dist, cfg.max, cfg.zipfExponent);
+    this.publishParts = cfg.publishPath === undefined ? null : cfg.publishPath.split('{id}');
     this.auth = cfg.token === undefined ? {} : { authorization: `Bearer ${cfg.token}` };
     this.headersSingle = { ...this.auth, 'content-type': 'text/plain; charset=utf-8' };
     this.headersBatch = { ...this.auth, 'content-type': JSON_HEADERS };
@@ -339,7 +350,7 @@ export class Engine {
     let headers: Record<string, string>;
     if (count === 1 && this.cfg.batch === 1) {
       const { id, msg } = this.message(first);
-      path = `/send/${id}`;
+      path = this.publishParts === null ? `/send/${id}` : this.publishParts.join(String(id));
       body = msg;
       headers = this.headersSingle;
       if (isLate(scheduledMs(this.s, first), now, this.cfg.lateMs)) late++;
@@ -422,14 +433,21 @@ export class Engine {
     const tot = this.totals;
     iv.requests++;
     tot.requests++;
-    if (err === undefined && status === 200) {
+    // The control API answers 200; a third-party publisher (--publish-template) may answer any 2xx (nchan: 201/202).
+    const ok = status === 200 || (this.publishParts !== null && status >= 200 && status < 300);
+    if (err === undefined && ok) {
       const answer = parseAnswer(body);
       const accepted = answer.accepted ?? count;
-      const delivered = answer.delivered ?? 0;
       iv.acked += accepted;
       tot.acked += accepted;
-      iv.delivered += delivered;
-      tot.delivered += delivered;
+      if (answer.delivered === undefined) {
+        // Not reported: counted as such, never guessed.
+        iv.deliveredUnreported += accepted;
+        tot.deliveredUnreported += accepted;
+      } else {
+        iv.delivered += answer.delivered;
+        tot.delivered += answer.delivered;
+      }
       if (accepted < count) {
         this.countError('PARTIAL', count - accepted);
       }

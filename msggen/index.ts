@@ -21,6 +21,13 @@ export interface MsggenOptions {
    * server/router-redis.ts) instead of through a control API; `target` and `token` are then unused.
    */
   redis?: string;
+  /**
+   * Publish each message with `POST <publishTemplate>`, every `{id}` replaced by the id and the message as the raw
+   * body (text/plain), to a third-party publisher such as nginx+nchan's `http://127.0.0.1:8080/pub?id={id}`. Any 2xx
+   * is an ack; a JSON answer with a numeric `delivered` is counted, otherwise `deliveredUnreported` counts the ack.
+   * Replaces `target` (the pool opens to the template's origin). Not with `batch` > 1 or `redis`. Default none.
+   */
+  publishTemplate?: string;
   /** Bearer token for the control API. Default none. */
   token?: string;
   /** Number of workers (the seed's parallel msggen processes). Default 10. */
@@ -151,9 +158,11 @@ export const RANGES = {
   seed: [0, Number.MAX_SAFE_INTEGER],
 } as const;
 
-type Resolved = Required<Omit<MsggenOptions, 'token' | 'onSample' | 'durationMs' | 'seed' | 'redis'>> & {
+type Resolved = Required<Omit<MsggenOptions, 'token' | 'onSample' | 'durationMs' | 'seed' | 'redis' | 'publishTemplate'>> & {
   token: string | undefined;
   redis: string | undefined;
+  /** --publish-template's path and query, `{id}` kept (target is then its origin). */
+  publishPath: string | undefined;
   durationMs: number;
   seed: number;
   onSample: ((s: Sample) => void) | undefined;
@@ -189,6 +198,13 @@ export function resolveOptions(o: MsggenOptions): Resolved {
       throw new MsggenOptionError('redis', `'${redactUrl(o.redis)}' is not a redis://host:port URL`);
     }
   }
+  let origin = url.origin;
+  let publishPath: string | undefined;
+  if (o.publishTemplate !== undefined) {
+    ({ origin, path: publishPath } = parsePublishTemplate(o.publishTemplate));
+    if (o.redis !== undefined) throw new MsggenOptionError('publishTemplate', 'cannot be combined with --redis (choose one way to publish)');
+    if ((o.batch ?? 1) > 1) throw new MsggenOptionError('publishTemplate', `cannot be combined with --batch ${o.batch} (a template publishes one message per request; use --batch 1)`);
+  }
   const procs = checkRange('procs', o.procs ?? 10);
   const threads = checkRange('threads', o.threads ?? 1);
   if (threads > procs) throw new MsggenOptionError('threads', `${threads} is more than procs (${procs}); allowed: 1 to ${procs}`);
@@ -205,9 +221,10 @@ export function resolveOptions(o: MsggenOptions): Resolved {
     return v;
   };
   return {
-    target: url.origin,
+    target: origin,
     token: o.token,
     redis: o.redis,
+    publishPath,
     procs,
     rate: checkRange('rate', o.rate ?? 10, false),
     num: checkRange('num', o.num ?? 1_000_000),
@@ -228,6 +245,29 @@ export function resolveOptions(o: MsggenOptions): Resolved {
     warmup: o.warmup ?? true,
     onSample: o.onSample,
   };
+}
+
+/**
+ * Splits a publish template into its origin and its path-and-query (with `{id}` kept as written; the URL parser
+ * would percent-encode the braces in a path). Throws MsggenOptionError('publishTemplate') when it is not usable.
+ */
+export function parsePublishTemplate(template: string): { origin: string; path: string } {
+  const bad = (why: string): never => {
+    throw new MsggenOptionError('publishTemplate', `'${template}' ${why} (e.g. http://127.0.0.1:8080/pub?id={id})`);
+  };
+  if (typeof template !== 'string' || !template.includes('{id}')) bad('has no {id}');
+  const m = /^(https?):\/\/([^/?#]+)([^#]*)$/i.exec(template);
+  if (!m) bad('must be an http:// or https:// URL without a #fragment');
+  let u: URL | null = null;
+  try {
+    u = new URL(template.replaceAll('{id}', '1'));
+  } catch {
+    /* reported below */
+  }
+  if (u === null || u.username !== '' || u.password !== '') bad('is not a URL');
+  if (m![2]!.includes('{id}')) bad('must have {id} in its path or query, not its host');
+  const rest = m![3]!;
+  return { origin: u!.origin, path: rest === '' ? '/' : rest.startsWith('/') ? rest : '/' + rest };
 }
 
 /** One engine, local or in a worker thread, seen from the controller. */
@@ -330,6 +370,7 @@ export function startMsggen(options: MsggenOptions = {}): MsggenHandle {
     target: o.target,
     token: o.token,
     redis: o.redis,
+    publishPath: o.publishPath,
     max: o.max,
     dist: o.dist,
     zipfExponent: o.zipfExponent,
@@ -457,7 +498,7 @@ function buildSummary(o: Resolved, finals: EngineFinal[], startEpochMs: number, 
   const sendWindow = sendWindowMs / 1000;
   const summary: Summary = {
     type: 'summary',
-    target: o.redis !== undefined ? redactUrl(o.redis) : o.target,
+    target: o.redis !== undefined ? redactUrl(o.redis) : o.publishPath !== undefined ? o.target + o.publishPath : o.target,
     procs: o.procs,
     rate: o.rate,
     requestedRate: o.procs * o.rate,

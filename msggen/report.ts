@@ -22,6 +22,13 @@ export function formatSample(s: Sample): string {
   );
 }
 
+/** The delivered line: the server's count, or that it was not reported (a publisher that does not answer with one). */
+function formatDelivered(s: Summary): string {
+  if (s.deliveredUnreported > 0 && s.deliveredUnreported >= s.acked) return `not reported by the server (${s.acked} acks without a delivered count)`;
+  if (s.deliveredUnreported > 0) return `${s.delivered} (connections reached, as reported by the server; not reported for ${s.deliveredUnreported} acked messages)`;
+  return `${s.delivered} (connections reached, as reported by the server)`;
+}
+
 /** The end-of-run summary for people (several lines). */
 export function formatSummary(s: Summary): string {
   const l = s.latency;
@@ -31,7 +38,7 @@ export function formatSummary(s: Summary): string {
     `  target      ${s.target}  procs ${s.procs} × ${s.rate}/s = ${s.requestedRate}/s  batch ${s.batch}  threads ${s.threads}  connections ${s.connections}`,
     `  ids         ${s.dist} over 1..${s.max}  seed ${s.seed}`,
     `  messages    scheduled ${s.scheduled}  sent ${s.sent}  acked ${s.acked}  failed ${s.failed}  unsent ${s.unsent}  late ${s.late}`,
-    `  delivered   ${s.delivered} (connections reached, as reported by the server)`,
+    `  delivered   ${formatDelivered(s)}`,
     `  rate        achieved ${s.achievedRate}/s  acked ${s.ackedRate}/s  over ${s.sendWindow}s (elapsed ${s.elapsed}s)`,
     `  requests    ${s.requests}  errors ${formatErrors(s.errors)}`,
     `  latency     from scheduled time: p50 ${formatMicros(l.p50)} p90 ${formatMicros(l.p90)} p99 ${formatMicros(l.p99)} p99.9 ${formatMicros(l.p999)} max ${formatMicros(l.max)}`,
