@@ -67,7 +67,18 @@ describe('bench flags', () => {
     assert.throws(() => benchOptions(['--preset', 'c1m'], quiet), /--preset: 'c1m' is not one of c10k, c100k, soak/);
     assert.throws(() => benchOptions(['--msg-rate', '100', '--procs', '10', '--rate', '5'], quiet), /--msg-rate: 100 disagrees/);
     assert.throws(() => benchOptions(['--server-cmd', 'nginx'], quiet), /--url-template: is required/);
-    assert.throws(() => benchOptions(['--publish-template', 'http://h:1/pub?id={id}'], quiet), /--publish-template: .* POST <origin>\/send\/\{id\} only/);
+    assert.throws(() => benchOptions(['--publish-template', 'http://h:1/pub'], quiet), /--publish-template: 'http:\/\/h:1\/pub' must be an http\(s\) URL with \{id\}/);
+    assert.throws(() => benchOptions(['--publish-template', 'ftp://h:1/pub?id={id}'], quiet), /--publish-template: .* must be an http\(s\) URL/);
+    assert.throws(() => benchOptions(['--publish-template', 'http://h:1/pub?id={id}', '--publish-target', 'http://h:2'], quiet), /--publish-template: give either/);
+    assert.throws(() => benchOptions(['--server-cmd', 'nginx', '--url-template', 'http://h:1/sub/{id}'], quiet), /--publish-template: is required/);
+  });
+  it('--publish-template: /send/{id} publishes to that origin; any other template goes to msggen as is', () => {
+    const a = benchOptions(['--publish-template', 'http://127.0.0.1:9001/send/{id}'], quiet);
+    assert.ok(a !== 'help');
+    assert.deepEqual([a.publishTarget, a.publishTemplate], ['http://127.0.0.1:9001', undefined]);
+    const b = benchOptions(['--server-cmd', 'nginx', '--url-template', 'http://127.0.0.1:8080/sub/{id}', '--publish-template', 'http://127.0.0.1:8080/pub?id={id}'], quiet);
+    assert.ok(b !== 'help');
+    assert.deepEqual([b.publishTarget, b.publishTemplate], [undefined, 'http://127.0.0.1:8080/pub?id={id}']);
   });
 });
 

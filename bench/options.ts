@@ -27,6 +27,7 @@ manifest.json, mem.tsv, flood.ndjson, msggen.ndjson, stats.ndjson, summary.json,
   --server-pid PID     measure an already running server (never stopped)
   --url-template T     stream URL, {id} {host} {port} replaced (default http://{host}:{port}/test/{id})
   --publish-target URL control API origin msggen publishes to (POST /send/<id>; default the reference server's)
+  --publish-template T URL msggen POSTs each message to, {id} replaced (e.g. http://127.0.0.1:8080/pub?id={id})
   --token T            bearer token for the control API
   --force              run even when preflight says N cannot be reached
   --floodtest-flags="F", --msggen-flags="F"   extra flags passed through (write them with =)
@@ -115,10 +116,16 @@ export function benchOptions(argv: string[], log: (l: string) => void): BenchOpt
   const durationMs = values.duration !== undefined ? parseDuration('--duration', values.duration, 1000, 30 * 24 * 3_600_000) : p.durationMs;
   const destHosts = parseHostList('--dest-hosts', values['dest-hosts'] ?? p.destHosts ?? '127.0.0.1');
   let publishTarget = values['publish-target'];
+  let publishTemplate: string | undefined;
   if (values['publish-template'] !== undefined) {
-    const m = values['publish-template'].match(/^(https?:\/\/[^/]+)\/send\/\{id\}$/);
-    if (!m) throw new FlagError('--publish-template', `'${values['publish-template']}' is not supported: msggen publishes with POST <origin>/send/{id} only (use --publish-target <origin>)`);
-    publishTarget = m[1];
+    const t = values['publish-template'];
+    // <origin>/send/{id} is the control API itself: publish there as usual. Anything else goes to msggen's
+    // --publish-template (one POST per message, the message as the body), e.g. nginx+nchan's /pub?id={id}.
+    const m = t.match(/^(https?:\/\/[^/?#]+)\/send\/\{id\}$/);
+    if (m) publishTarget = m[1];
+    else if (/^https?:\/\/[^/?#{}]+[^#]*\{id\}[^#]*$/.test(t) && URL.canParse(t.replaceAll('{id}', '1'))) publishTemplate = t;
+    else throw new FlagError('--publish-template', `'${t}' must be an http(s) URL with {id} in its path or query (e.g. http://127.0.0.1:8080/pub?id={id})`);
+    if (values['publish-target'] !== undefined) throw new FlagError('--publish-template', 'give either --publish-template or --publish-target, not both');
   }
   if (publishTarget !== undefined) {
     try {
@@ -132,7 +139,9 @@ export function benchOptions(argv: string[], log: (l: string) => void): BenchOpt
   const external = values['server-cmd'] !== undefined || serverPid !== undefined;
   if (values['server-cmd'] !== undefined && serverPid !== undefined) throw new FlagError('--server-pid', 'give either --server-cmd or --server-pid, not both');
   if (external && values['url-template'] === undefined) throw new FlagError('--url-template', 'is required with --server-cmd/--server-pid (e.g. http://127.0.0.1:8080/sub/{id})');
-  if (external && publishTarget === undefined) throw new FlagError('--publish-target', 'is required with --server-cmd/--server-pid (the origin msggen POSTs /send/<id> to)');
+  if (external && publishTarget === undefined && publishTemplate === undefined) {
+    throw new FlagError('--publish-template', 'is required with --server-cmd/--server-pid (the URL msggen POSTs each message to, e.g. http://127.0.0.1:8080/pub?id={id}; or --publish-target <origin> for POST /send/<id>)');
+  }
   if (values['url-template'] !== undefined && !values['url-template'].includes('{id}')) throw new FlagError('--url-template', `'${values['url-template']}' has no {id}`);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   if (presetName === 'c100k') log(`preset c100k: ${p.note}; passing ${p.serverFlags!.join(' ')} to comet-server`);
@@ -154,6 +163,7 @@ export function benchOptions(argv: string[], log: (l: string) => void): BenchOpt
     serverPid,
     urlTemplate: values['url-template'],
     publishTarget,
+    publishTemplate,
     token: values.token ?? process.env.C1M_TOKEN,
     serverFlags: values['server-flags'] !== undefined ? splitFlags(values['server-flags']) : (p.serverFlags ?? []),
     floodtestFlags: splitFlags(values['floodtest-flags']),

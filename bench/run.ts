@@ -54,6 +54,8 @@ export interface BenchOptions {
   urlTemplate?: string;
   /** Publish endpoint origin for msggen (the control API); default the reference server's control port. */
   publishTarget?: string;
+  /** Third-party publisher URL with `{id}` (msggen --publish-template), instead of publishTarget's POST /send/<id>. */
+  publishTemplate?: string;
   /** Bearer token for the control API. */
   token?: string;
   /** Extra flags for the reference server CLI (e.g. `--workers 2` once it has them). */
@@ -359,9 +361,10 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     c1mAtMsgStart = process.cpuUsage();
     phase = 'messages';
     phases.msgStart = Date.now();
-    const target = o.publishTarget ?? `http://127.0.0.1:${controlPort}`;
+    // With a publish template msggen POSTs to the template's origin; --target is then only its origin, for the record.
+    const target = o.publishTemplate !== undefined ? new URL(o.publishTemplate.replaceAll('{id}', '1')).origin : (o.publishTarget ?? `http://127.0.0.1:${controlPort}`);
     msggen = await startChild('msggen', process.execPath, {
-      args: msggenArgs({ target, procs: o.procs, rate: o.rate, max: o.conns, durationMs: o.durationMs, token: o.token, extra: o.msggenFlags }),
+      args: msggenArgs({ target, publishTemplate: o.publishTemplate, procs: o.procs, rate: o.rate, max: o.conns, durationMs: o.durationMs, token: o.token, extra: o.msggenFlags }),
       stdoutFile: file('msggen.ndjson'),
       stderrFile: file('msggen.log'),
       onStdoutLine: (line) => {
@@ -618,7 +621,8 @@ export function msggenResult(requestedRate: number, summary: MsggenRecord | unde
       failed: typeof raw.failed === 'number' ? raw.failed : undefined,
       errors: summary.errors,
       late: typeof raw.late === 'number' ? raw.late : undefined,
-      delivered: summary.delivered,
+      // Acks without a delivered count (a third-party publisher): the sum would be a guess, so it is unknown.
+      delivered: typeof raw.deliveredUnreported === 'number' && raw.deliveredUnreported > 0 ? undefined : summary.delivered,
       durationSec: window,
       achievedRate: typeof raw.achievedRate === 'number' ? raw.achievedRate : window > 0 ? summary.sent / window : 0,
       publishLatency: summary.latency,
@@ -628,5 +632,6 @@ export function msggenResult(requestedRate: number, summary: MsggenRecord | unde
   const window = samples.reduce((a, s) => a + (typeof s.raw.interval === 'number' ? s.raw.interval : 1), 0);
   const errors: Record<string, number> = {};
   for (const s of samples) for (const [k, v] of Object.entries(s.errors)) errors[k] = (errors[k] ?? 0) + v;
-  return { requestedRate, sent: sum('sent'), acked: sum('acked'), errors, delivered: sum('delivered'), durationSec: window, achievedRate: window > 0 ? sum('sent') / window : 0 };
+  const unreported = samples.some((s) => typeof s.raw.deliveredUnreported === 'number' && s.raw.deliveredUnreported > 0);
+  return { requestedRate, sent: sum('sent'), acked: sum('acked'), errors, delivered: unreported ? undefined : sum('delivered'), durationSec: window, achievedRate: window > 0 ? sum('sent') / window : 0 };
 }

@@ -158,4 +158,18 @@ describe('computeSummary verdict', () => {
     const bad = computeSummary(input({ serverHasStats: false, statsBefore: undefined, statsAfter: undefined, flood: { ...input().flood!, chunks: 5 } }));
     assert.match(bad.verdict.line, /deliveries in the acks 10,000 ≠ received by floodtest 5/);
   });
+
+  it('third-party publisher without a delivered count: that equation is not measured, not failed', () => {
+    const msggen = { ...input().msggen!, delivered: undefined };
+    const s = computeSummary(input({ serverHasStats: false, statsBefore: undefined, statsAfter: undefined, msggen }));
+    assert.equal(s.verdict.valid, true, s.verdict.line);
+    assert.equal(s.messages.deliveredAcked, null);
+    const line = s.accounting.find((a) => a.name === 'delivered = received');
+    assert.equal(line?.notMeasured, true);
+    assert.ok(!s.checks.some((c) => c.name === 'delivered = received'));
+    assert.match(formatSummaryMd(s, 't', []), /\| delivered = received \| .*not reported by the publisher.* \| not measured \|/);
+    // sent = acked + failed still holds it to account.
+    const bad = computeSummary(input({ serverHasStats: false, statsBefore: undefined, statsAfter: undefined, msggen: { ...msggen, acked: 9_000, failed: 0 } }));
+    assert.match(bad.verdict.line, /generated \(msggen sent\) 10,000 ≠ acked 9,000/);
+  });
 });

@@ -192,6 +192,8 @@ export interface AccountingLine {
   left: [string, number | null][];
   right: [string, number | null][];
   ok: boolean;
+  /** True when a term could not be measured and the equation is not checked (shown as "not measured", not a failure). */
+  notMeasured?: boolean;
 }
 
 /** summary.json. */
@@ -386,8 +388,15 @@ export function computeSummary(inp: SummaryInput): Summary {
       if (!bus && m.deliveredAcked !== null) {
         equation('acks = queued', [['deliveries in the acks', m.deliveredAcked]], [[m.chunksQueued !== null ? 'queued' : 'chunks written', m.chunksQueued ?? m.chunksOut]], true);
       }
-    } else if (messages.deliveredAcked !== null) {
-      equation('delivered = received', [['deliveries in the acks', messages.deliveredAcked]], [['received by floodtest', messages.chunksReceived]], true);
+    } else {
+      // A third-party server: no /stats, so msggen's acks and floodtest carry the accounting.
+      equation('generated = acked + publish errors', [['generated (msggen sent)', messages.sent]], [['acked', messages.acked], ['failed (publish errors)', g ? g.failed ?? messages.publishErrors : null]], true);
+      if (messages.deliveredAcked !== null) {
+        equation('delivered = received', [['deliveries in the acks', messages.deliveredAcked]], [['received by floodtest', messages.chunksReceived]], true);
+      } else {
+        // Its publisher does not say how many connections a message reached (nchan answers text): not measured, not failed.
+        accounting.push({ name: 'delivered = received', left: [['deliveries in the acks (not reported by the publisher)', null]], right: [['received by floodtest', messages.chunksReceived]], ok: false, notMeasured: true });
+      }
     }
   }
   for (const i of inp.incidents) reasons.push(i);
@@ -472,7 +481,7 @@ export function formatSummaryMd(s: Summary, title: string, context: string[]): s
     // Every term of every delivery equation, so a difference is visible where it arises.
     out.push('', '## Delivery accounting', '', '| equation | left | right | |', '|---|---|---|---|');
     const side = (t: [string, number | null][]): string => t.map(([k, x]) => `${k} ${v(x)}`).join(' + ');
-    for (const a of s.accounting) out.push(`| ${a.name} | ${side(a.left)} | ${side(a.right)} | ${a.ok ? 'ok' : '**FAIL**'} |`);
+    for (const a of s.accounting) out.push(`| ${a.name} | ${side(a.left)} | ${side(a.right)} | ${a.notMeasured ? 'not measured' : a.ok ? 'ok' : '**FAIL**'} |`);
   }
   const l = s.latency;
   out.push('', '## Delivery latency (msggen scheduled send → floodtest arrival)', '', '| count | p50 | p90 | p99 | p99.9 | max |', '|---|---|---|---|---|---|');

@@ -44,8 +44,9 @@ export function floodtestArgs(urlsFile: string, intervalMs: number, extra: strin
 }
 
 /** msggen against a control API, NDJSON samples and summary on stdout. */
-export function msggenArgs(o: { target: string; procs: number; rate: number; max: number; durationMs: number; token?: string; extra?: string[] }): string[] {
+export function msggenArgs(o: { target: string; publishTemplate?: string; procs: number; rate: number; max: number; durationMs: number; token?: string; extra?: string[] }): string[] {
   const a = [cli('msggen'), '--target', o.target, '--procs', String(o.procs), '--rate', String(o.rate), '--max', String(o.max), '--duration', `${Math.round(o.durationMs)}ms`, '--json'];
+  if (o.publishTemplate !== undefined) a.push('--publish-template', o.publishTemplate);
   if (o.token) a.push('--token', o.token);
   return [...a, ...(o.extra ?? [])];
 }
