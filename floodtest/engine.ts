@@ -96,13 +96,13 @@ class Conn extends ResponseParser {
   protected override onChunk(marker: number): void {
     const e = this.engine;
     e.chunks++;
-    if (marker >= 0) recordLatency(e.histogram, nowMicros() - marker);
+    if (marker >= 0) e.record(nowMicros() - marker);
   }
 
   protected override onEvent(marker: number): void {
     const e = this.engine;
     e.events++;
-    if (marker >= 0) recordLatency(e.histogram, nowMicros() - marker);
+    if (marker >= 0) e.record(nowMicros() - marker);
   }
 }
 
@@ -148,6 +148,10 @@ export class Engine {
   attempts = 0;
   readonly errors: ErrorCounts = Object.create(null) as ErrorCounts;
   readonly histogram: Histogram = createHistogram();
+  /** Latencies of the current sample interval only (since the last rotateInterval()). */
+  intervalHistogram: Histogram = createHistogram();
+  /** The interval completed by the last rotateInterval(); reused as the next current one (no allocation per tick). */
+  private spareHistogram: Histogram = createHistogram();
   /** Most streams open at once, and when (ms after start) that was first reached. */
   peak = 0;
   peakAtMs = 0;
@@ -179,6 +183,31 @@ export class Engine {
   }
 
   /** Starts connecting. */
+  /** Records one latency (µs) into the run's histogram and the current interval's. */
+  record(micros: number): void {
+    recordLatency(this.histogram, micros);
+    recordLatency(this.intervalHistogram, micros);
+  }
+
+  /**
+   * Ends the current interval: returns its histogram (valid until the next call) and starts an empty one.
+   * The two interval histograms swap roles, so a tick allocates nothing.
+   */
+  rotateInterval(): Histogram {
+    const done = this.intervalHistogram;
+    this.spareHistogram.reset();
+    this.intervalHistogram = this.spareHistogram;
+    this.spareHistogram = done;
+    return done;
+  }
+
+  /** Frees the histograms (after stop, once they have been read). */
+  destroyHistograms(): void {
+    this.histogram.destroy();
+    this.intervalHistogram.destroy();
+    this.spareHistogram.destroy();
+  }
+
   start(): void {
     this.t0 = performance.now();
     this.lastSweep = this.t0;

@@ -99,6 +99,41 @@ test('N connections, M messages via the control API → exactly M × receivers c
   assert.equal(srv.stats().chunksOut, chunks + events);
 });
 
+// Every emitted sample's interval counts, summed over the run so far, equal its cumulative count.
+function assertIntervalsAddUp(samples: readonly Sample[]): void {
+  let sum = 0;
+  for (const x of samples) {
+    sum += x.intervalLatency.count;
+    assert.equal(sum, x.latency.count, `interval counts add up to the total at t=${x.t}`);
+    if (x.intervalLatency.count > 0) assert.ok(x.intervalLatency.max <= x.latency.max && x.intervalLatency.p50 > 0);
+    else assert.deepEqual(x.intervalLatency, { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 });
+  }
+}
+
+test('intervalLatency: per-sample latencies whose counts add up to the total; an interval without messages has count 0', async () => {
+  const srv = await comet();
+  const urls = range(20, (i) => `http://127.0.0.1:${srv.port}/test/${i}`);
+  const emitted: Sample[] = [];
+  const h = await flood({ urls, onSample: (x) => emitted.push(x) });
+  await waitFor('20 connected', () => h.sample().connected, (n) => n === 20);
+  // Two bursts with at least one sample between them, so the messages fall into more than one interval.
+  for (let id = 1; id <= 10; id++) await send(srv.controlPort, id, formatMessage('a', id, nowMicros()));
+  const first = await waitFor('an emitted sample with the first burst', () => emitted.at(-1), (x) => x !== undefined && x.latency.count === 10);
+  const before = emitted.indexOf(first!);
+  for (let id = 1; id <= 20; id++) await send(srv.controlPort, id, formatMessage('b', id, nowMicros()));
+  const all = await waitFor('an emitted sample with both bursts', () => emitted.at(-1), (x) => x !== undefined && x.latency.count === 30);
+  const idx = emitted.indexOf(all!);
+  // The next interval has no messages.
+  const quiet = await waitFor('an emitted sample after the last message', () => emitted[idx + 1], (x) => x !== undefined);
+  assert.equal(quiet!.intervalLatency.count, 0);
+  assert.equal(quiet!.latency.count, 30, 'the cumulative field is unchanged');
+  assertIntervalsAddUp(emitted);
+  assert.ok(emitted.slice(before + 1, idx + 1).some((x) => x.intervalLatency.count > 0), 'the second burst shows in a later interval');
+  assert.equal(first!.intervalLatency.count + emitted.slice(0, before).reduce((a, x) => a + x.intervalLatency.count, 0), 10);
+  const summary = await h.stop();
+  assert.equal(summary.latency.count, 30);
+});
+
 test('a server that ends its streams: every stream counted as closed, not as an error', async () => {
   const srv = await startCometServer({ host: '127.0.0.1', port: 0, controlPort: 0 });
   const h = await flood({ urls: range(30, (i) => `http://127.0.0.1:${srv.port}/test/${i}`) });
@@ -112,7 +147,8 @@ test('a server that ends its streams: every stream counted as closed, not as an 
 test('--procs 2: a real two-process run; counts and histograms merged into one sample and summary', async () => {
   const srv = await comet();
   const urls = range(100, (i) => `http://127.0.0.1:${srv.port}/test/${i}`);
-  const h = await flood({ urls, maxConns: 300, procs: 2 });
+  const emitted: Sample[] = [];
+  const h = await flood({ urls, maxConns: 300, procs: 2, onSample: (x) => emitted.push(x) });
   assert.equal(h.procs, 2);
   await waitFor('300 streams on the server', () => srv.stats().connections, (n) => n === 300);
   await waitFor('300 connected (merged)', () => h.sample().connected, (n) => n === 300);
@@ -121,6 +157,11 @@ test('--procs 2: a real two-process run; counts and histograms merged into one s
   const want = 2 * 20 * 3;
   const s = await waitFor('merged chunks', () => h.sample(), (x: Sample) => x.chunks === want && x.latency.count === want);
   assert.equal(s.procs, 2);
+  // The workers' interval histograms, merged per parent sample, add up to the merged total.
+  const all = await waitFor('an emitted sample with every message', () => emitted.at(-1), (x) => x !== undefined && x.latency.count === want);
+  await waitFor('one more emitted sample', () => emitted.length, (n) => n > emitted.indexOf(all!) + 1);
+  assertIntervalsAddUp(emitted);
+  assert.equal(emitted.at(-1)!.intervalLatency.count, 0, 'a quiet interval, merged from both workers, has count 0');
   const summary = await h.stop();
   assert.equal(summary.procs, 2);
   assert.equal(summary.chunks, want);

@@ -3,7 +3,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import v8 from 'node:v8';
-import { createHistogram, encodeHistogram, mergeEncoded, summarize } from '../lib/histogram.js';
+import { createHistogram, encodeHistogram, mergeEncoded, summarize, type Histogram } from '../lib/histogram.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { addErrors, type ErrorCounts, type LoopDelay, type Sample, type Summary } from './sample.js';
 import { parseTargets, resolveEndpoints } from './urls.js';
@@ -89,6 +89,11 @@ export interface FloodHandle {
   sample(): Sample;
   /** The latency histogram so far, serialized (lib/histogram encodeHistogram form), for merging elsewhere. */
   encodedHistogram(): string;
+  /**
+   * The latency histogram of the interval of the latest onSample sample, serialized (after stop: of the rest since
+   * that sample). Used by the --procs workers; with procs > 1 it is the parent's merged current interval.
+   */
+  encodedIntervalHistogram(): string;
   /** Stops: closes every connection, ends the workers, returns the summary. Idempotent. */
   stop(): Promise<Summary>;
   /** Resolves with the summary when the flood ends (duration elapsed or stop()). */
@@ -206,6 +211,15 @@ function summaryOf(last: Sample, f: Pick<Summary, 'reason' | 'asked' | 'reached'
   };
 }
 
+/** Serialized form of an interval histogram; an empty one before the first sample. */
+function encodeIntervalOf(h: Histogram | null): string {
+  if (h !== null) return encodeHistogram(h);
+  const empty = createHistogram();
+  const enc = encodeHistogram(empty);
+  empty.destroy();
+  return enc;
+}
+
 // ---- one process ----
 
 async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>): Promise<FloodHandle> {
@@ -246,6 +260,7 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
       errors: { ...engine.errors },
       inflight: engine.inflight,
       latency: summarize(engine.histogram),
+      intervalLatency: summarize(engine.intervalHistogram),
       rss,
       eventLoopDelayMs: loopDelay,
       procs: 1,
@@ -256,10 +271,13 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
   const done = new Promise<Summary>((r) => (resolveDone = r));
   let stopping: Promise<Summary> | null = null;
   let finalHistogram: string | null = null;
+  let finalInterval: string | null = null;
+  let lastInterval: Histogram | null = null; // the interval of the latest sample (engine-owned, swapped each tick)
   const tick = setInterval(() => {
     loopDelay = loopDelayOf(eld);
     eld.reset();
     const s = sample();
+    lastInterval = engine.rotateInterval();
     o.onSample?.(s);
   }, o.sampleIntervalMs);
   const durationTimer = o.durationMs > 0 ? setTimeout(() => void stop('duration'), o.durationMs) : null;
@@ -269,6 +287,8 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
     clearInterval(tick);
     if (durationTimer !== null) clearTimeout(durationTimer);
     const last = sample();
+    // The rest of the interval since the latest sample (its latencies are in `last`), for a worker's final report.
+    lastInterval = engine.rotateInterval();
     const durationMs = Date.now() - startWall;
     stopping = engine.stop().then(() => {
       finalSample = last;
@@ -276,7 +296,9 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
       const rampMs = engine.peak > 0 ? Math.max(1, Math.round(engine.peakAtMs - (engine.firstConnectAt - engine.t0))) : 0;
       const summary = summaryOf(last, { reason, asked: o.maxConns, reached: engine.peak, rampMs, durationMs, rssPeak, procs: 1 });
       finalHistogram = encodeHistogram(engine.histogram);
-      engine.histogram.destroy();
+      finalInterval = encodeHistogram(lastInterval!);
+      lastInterval = null;
+      engine.destroyHistograms();
       resolveDone(summary);
       return summary;
     });
@@ -290,6 +312,7 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
     pids: [process.pid],
     sample,
     encodedHistogram: () => finalHistogram ?? encodeHistogram(engine.histogram),
+    encodedIntervalHistogram: () => finalInterval ?? encodeIntervalOf(lastInterval),
     stop: () => stop('stop'),
     done,
   };
@@ -301,8 +324,8 @@ async function startLocal(o: Resolved, targets: ReturnType<typeof parseTargets>)
 export type ToWorker = { type: 'start'; options: WorkerOptions } | { type: 'stop' };
 export type FromWorker =
   | { type: 'started' }
-  | { type: 'sample'; sample: Sample; histogram: string }
-  | { type: 'final'; summary: Summary; sample: Sample; histogram: string }
+  | { type: 'sample'; sample: Sample; histogram: string; intervalHistogram: string }
+  | { type: 'final'; summary: Summary; sample: Sample; histogram: string; intervalHistogram: string }
   | { type: 'error'; message: string };
 
 /** The serializable part of FloodOptions a worker gets. */
@@ -330,6 +353,12 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
   const done = new Promise<Summary>((r) => (resolveDone = r));
   let stopping: Promise<Summary> | null = null;
   let workerErrors: ErrorCounts = {};
+  // The parent's current interval: every interval histogram the workers sent since the parent's last sample.
+  // Workers sample 4× as often as the parent, so several of each worker's intervals make one of the parent's.
+  const interval = createHistogram();
+  let intervalDestroyed = false;
+  let finalIntervalLatency: Sample['intervalLatency'] | null = null;
+  let finalIntervalEncoded: string | null = null;
 
   const merged = (): Sample => {
     const s: Sample = {
@@ -345,6 +374,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
       errors: { ...workerErrors },
       inflight: 0,
       latency: { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 },
+      intervalLatency: { count: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0, mean: 0 },
       rss: currentRss(),
       eventLoopDelayMs: { p50: 0, p99: 0, max: 0, mean: 0 },
       procs: P,
@@ -371,6 +401,8 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
     }
     s.latency = summarize(h);
     h.destroy();
+    if (!intervalDestroyed) s.intervalLatency = summarize(interval);
+    else if (finalIntervalLatency !== null) s.intervalLatency = finalIntervalLatency;
     if (s.connected > peak) peak = s.connected;
     if (s.rss > rssPeak) rssPeak = s.rss;
     return s;
@@ -412,6 +444,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
           else if (m.type === 'sample') {
             w.last = m.sample;
             w.histogram = m.histogram;
+            if (!intervalDestroyed) mergeEncoded(interval, m.intervalHistogram);
             if (m.sample.connected > w.peak) w.peak = m.sample.connected;
             let open = 0;
             for (const x of workers) open += x.last?.connected ?? 0;
@@ -419,6 +452,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
           } else if (m.type === 'final') {
             w.last = m.sample;
             w.histogram = m.histogram;
+            if (!intervalDestroyed) mergeEncoded(interval, m.intervalHistogram);
             w.final = m.summary;
           } else if (m.type === 'error') reject(new Error(`worker ${k}: ${m.message}`));
         });
@@ -439,10 +473,16 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
     await Promise.all(started);
   } catch (err) {
     for (const w of workers) if (!w.exited) w.child.kill('SIGKILL');
+    intervalDestroyed = true;
+    interval.destroy();
     throw err;
   }
 
-  const tick = setInterval(() => o.onSample?.(merged()), o.sampleIntervalMs);
+  const tick = setInterval(() => {
+    const s = merged();
+    interval.reset();
+    o.onSample?.(s);
+  }, o.sampleIntervalMs);
   const durationTimer = o.durationMs > 0 ? setTimeout(() => void stop('duration'), o.durationMs) : null;
 
   const stop = (reason: Summary['reason']): Promise<Summary> => {
@@ -471,6 +511,10 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
       );
       await Promise.all(pending);
       const last = merged();
+      finalIntervalLatency = last.intervalLatency;
+      finalIntervalEncoded = encodeHistogram(interval);
+      intervalDestroyed = true;
+      interval.destroy();
       const finals = workers.map((w) => w.final).filter((f): f is Summary => f !== null);
       // Workers' peaks happen at about the same time (they ramp in parallel); the sum of the open counts at the last
       // samples and at stop bounds it from below, the sum of the worker peaks from above.
@@ -491,6 +535,7 @@ async function startForked(o: Resolved): Promise<FloodHandle> {
     pids: workers.map((w) => w.child.pid!),
     sample: merged,
     encodedHistogram: mergedHistogram,
+    encodedIntervalHistogram: () => finalIntervalEncoded ?? encodeHistogram(interval),
     stop: () => stop('stop'),
     done,
   };

@@ -39,6 +39,12 @@ export interface Sample {
   inflight: number;
   /** End-to-end latency of messages carrying `@t=`, since the start, in microseconds. */
   latency: LatencySummary;
+  /**
+   * Latency of the marked messages received during this sample's interval only (since the previous sample), in
+   * microseconds: per-second percentiles. `count` is 0 for an interval without messages; the counts of all samples
+   * add up to `latency.count`.
+   */
+  intervalLatency: LatencySummary;
   /** Resident set size of floodtest (all its processes), bytes. */
   rss: number;
   /** floodtest's own event-loop delay (the worst process), so a reader sees when the generator is the bottleneck. */

@@ -19,7 +19,7 @@ async function stopAndReport(): Promise<void> {
     return;
   }
   const summary = await handle.stop();
-  send({ type: 'final', summary, sample: handle.sample(), histogram: handle.encodedHistogram() });
+  send({ type: 'final', summary, sample: handle.sample(), histogram: handle.encodedHistogram(), intervalHistogram: handle.encodedIntervalHistogram() });
   // With the IPC channel closed and every socket gone, nothing keeps this process alive: it exits by itself.
   if (process.connected) process.disconnect();
 }
@@ -33,7 +33,7 @@ process.on('message', (m: ToWorker) => {
       ...m.options,
       procs: 1,
       onSample: (sample) => {
-        if (handle !== null) send({ type: 'sample', sample, histogram: handle.encodedHistogram() });
+        if (handle !== null) send({ type: 'sample', sample, histogram: handle.encodedHistogram(), intervalHistogram: handle.encodedIntervalHistogram() });
       },
     }).then(
       (h) => {
