@@ -153,6 +153,8 @@ describe('c1m bench end to end', () => {
     assert.equal(m.chunksOut, m.chunksReceived);
     assert.equal(m.deliveredAcked, m.chunksOut);
     assert.ok(s.latency && s.latency.count === m.chunksReceived, 'every chunk carried a latency marker');
+    // The latency chart's delivery panel is per second: floodtest's samples carry intervalLatency.
+    assert.match(readFileSync(join(dir, 'latency.svg'), 'utf8'), /floodtest arrival \(percentiles per second\)/);
     // Memory figures come from memlog's samples of the server.
     const mem = parseLog(readFileSync(join(dir, 'mem.tsv'), 'utf8'));
     assert.ok(mem.length >= 4, `${mem.length} memlog rows`);

@@ -29,6 +29,29 @@ export function downsample<T>(rows: readonly T[], max = MAX_POINTS): T[] {
   return out;
 }
 
+/**
+ * Downsampling for per-interval latency: at most `max` rows, each window of k consecutive samples becoming its last
+ * sample with, in `field`, the summed count and the WORST of each percentile, so a one-second spike survives
+ * (keeping every k-th sample would drop it). Returns the rows and k (1 = untouched).
+ */
+export function worstPerWindow(rows: readonly Record<string, unknown>[], field: string, max = MAX_POINTS): { rows: Record<string, unknown>[]; window: number } {
+  if (rows.length <= max) return { rows: [...rows], window: 1 };
+  const k = Math.ceil(rows.length / max);
+  const out: Record<string, unknown>[] = [];
+  for (let i = 0; i < rows.length; i += k) {
+    const group = rows.slice(i, i + k);
+    const merged: Record<string, number> = { count: 0 };
+    for (const r of group) {
+      const lat = r[field] as Record<string, number> | undefined;
+      if (!lat || !(lat.count! > 0)) continue;
+      merged.count! += lat.count!;
+      for (const key of ['p50', 'p90', 'p99', 'p999', 'max']) if (typeof lat[key] === 'number') merged[key] = Math.max(merged[key] ?? 0, lat[key]!);
+    }
+    out.push({ ...group[group.length - 1]!, [field]: merged });
+  }
+  return { rows: out, window: k };
+}
+
 /** Renders a vega-lite spec to SVG text. */
 export async function toSvg(spec: vl.TopLevelSpec): Promise<string> {
   const compiled = vl.compile(spec).spec;
@@ -63,11 +86,19 @@ interface LatPoint {
   ms: number;
 }
 
+/** Delivery panel titles: per interval (floodtest's `intervalLatency`) or, for runs recorded before it, cumulative. */
+export const DELIVERY_TITLES = {
+  interval: 'delivery: msggen scheduled send → floodtest arrival (percentiles per second)',
+  cumulative: 'delivery: msggen scheduled send → floodtest arrival (cumulative percentiles since the start; run recorded without per-second latency)',
+} as const;
+
 /**
  * Latency percentiles (ms, log scale) against minutes since the first message, in two panels:
- * - delivery (msggen's scheduled send → floodtest's arrival), from floodtest's samples, whose percentiles are
- *   cumulative since its start: the lines show how the run's distribution settles, a burst shows as a step;
- * - publish (scheduled send → the server's ack), from msggen's samples, per second: a spike shows where it happened.
+ * - delivery (msggen's scheduled send → floodtest's arrival), from floodtest's samples: per sample interval
+ *   (`intervalLatency`) so a spike shows where it happened; runs recorded before floodtest wrote it only have the
+ *   cumulative `latency` since its start, plotted instead, with the panel title saying so (there a burst is a step);
+ * - publish (scheduled send → the server's ack), from msggen's samples, per second.
+ * Intervals without messages have no point.
  */
 export function latencySpec(
   floodSamples: readonly Record<string, unknown>[],
@@ -76,10 +107,15 @@ export function latencySpec(
   title: string,
 ): vl.TopLevelSpec | undefined {
   const keys: [string, string][] = [['p50', 'p50'], ['p90', 'p90'], ['p99', 'p99'], ['p999', 'p99.9'], ['max', 'max']];
-  const points = (rows: readonly Record<string, unknown>[], minutesOf: (r: Record<string, unknown>) => number | undefined): LatPoint[] => {
+  let window = 1;
+  const points = (rows: readonly Record<string, unknown>[], minutesOf: (r: Record<string, unknown>) => number | undefined, field = 'latency'): LatPoint[] => {
     const pts: LatPoint[] = [];
-    for (const s of downsample(rows.filter((r) => r.type === 'sample'))) {
-      const lat = s.latency as Record<string, number> | undefined;
+    const samples = rows.filter((r) => r.type === 'sample');
+    let kept: Record<string, unknown>[];
+    if (field === 'intervalLatency') ({ rows: kept, window } = worstPerWindow(samples, field));
+    else kept = downsample(samples);
+    for (const s of kept) {
+      const lat = s[field] as Record<string, number> | undefined;
       const minutes = minutesOf(s);
       if (!lat || !(lat.count! > 0) || minutes === undefined) continue;
       for (const [k, label] of keys) if (typeof lat[k] === 'number') pts.push({ minutes: Math.round(minutes * 1000) / 1000, percentile: label, ms: Math.max(0.001, lat[k]! / 1000) });
@@ -87,7 +123,9 @@ export function latencySpec(
     return pts;
   };
   // floodtest samples carry wall-clock `ts` (ms); msggen samples carry `t`, seconds since msggen (= the messages) started.
-  const delivery = points(floodSamples, (s) => (typeof s.ts === 'number' ? (s.ts - (msgStartMs ?? s.ts)) / 60_000 : undefined));
+  // Per interval when the run's floodtest wrote `intervalLatency` (every sample has it then), else cumulative.
+  const perInterval = floodSamples.some((s) => s.type === 'sample' && typeof s.intervalLatency === 'object' && s.intervalLatency !== null);
+  const delivery = points(floodSamples, (s) => (typeof s.ts === 'number' ? (s.ts - (msgStartMs ?? s.ts)) / 60_000 : undefined), perInterval ? 'intervalLatency' : 'latency');
   const publish = points(msggenSamples, (s) => (typeof s.t === 'number' ? s.t / 60 : undefined));
   if (delivery.length === 0 && publish.length === 0) return undefined;
   const panel = (pts: LatPoint[], what: string, xTitle: boolean) => ({
@@ -103,7 +141,8 @@ export function latencySpec(
     },
   });
   const panels = [];
-  if (delivery.length) panels.push(panel(delivery, 'delivery: msggen scheduled send → floodtest arrival (cumulative percentiles since the start)', publish.length === 0));
+  const deliveryTitle = !perInterval ? DELIVERY_TITLES.cumulative : window > 1 ? `${DELIVERY_TITLES.interval}, worst of each ${window} samples` : DELIVERY_TITLES.interval;
+  if (delivery.length) panels.push(panel(delivery, deliveryTitle, publish.length === 0));
   if (publish.length) panels.push(panel(publish, 'publish: msggen scheduled send → server ack (percentiles per second)', true));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',

@@ -80,7 +80,10 @@ export interface FloodRecord {
   chunks: number;
   errors: Record<string, number>;
   inFlight: number;
+  /** Cumulative delivery latency since floodtest started. */
   latency?: Latency;
+  /** Delivery latency of this sample's interval only (floodtest's `intervalLatency`; absent from older runs and summaries). */
+  intervalLatency?: Latency;
   eventLoopDelayP99Ms?: number;
   rssKB?: number;
   raw: Record<string, unknown>;
@@ -117,6 +120,7 @@ export function parseFloodLine(line: string): FloodRecord | undefined {
     errors: errorsOf(raw.errors),
     inFlight: n(raw.inflight) ?? n(raw.inFlight) ?? 0,
     latency: toLatency(raw.latency),
+    intervalLatency: toLatency(raw.intervalLatency),
     eventLoopDelayP99Ms: eldP99,
     rssKB: rss,
     raw,
