@@ -97,14 +97,18 @@ function errorsOf(x: unknown): Record<string, number> {
   return out;
 }
 
-/** Parses a floodtest `--json` line (a sample or the final summary). */
-export function parseFloodLine(line: string): FloodRecord | undefined {
-  let raw: Record<string, unknown> | undefined;
+/** One NDJSON line as an object; undefined for anything else (bad JSON, an array, a number). */
+function parseObject(line: string): Record<string, unknown> | undefined {
   try {
-    raw = obj(JSON.parse(line));
+    return obj(JSON.parse(line));
   } catch {
     return undefined;
   }
+}
+
+/** Parses a floodtest `--json` line (a sample or the final summary). */
+export function parseFloodLine(line: string): FloodRecord | undefined {
+  const raw = parseObject(line);
   if (!raw) return undefined;
   const type = raw.type === 'summary' ? 'summary' : raw.type === 'sample' || raw.type === undefined ? 'sample' : 'other';
   const eld = obj(raw.eventLoopDelayMs) ?? obj(raw.eventLoopDelay);
@@ -141,12 +145,7 @@ export interface MsggenRecord {
 
 /** Parses a msggen `--json` line. Samples are per interval; the summary has the totals. */
 export function parseMsggenLine(line: string): MsggenRecord | undefined {
-  let raw: Record<string, unknown> | undefined;
-  try {
-    raw = obj(JSON.parse(line));
-  } catch {
-    return undefined;
-  }
+  const raw = parseObject(line);
   if (!raw) return undefined;
   return {
     type: raw.type === 'summary' ? 'summary' : raw.type === 'sample' ? 'sample' : 'other',
