@@ -14,7 +14,7 @@ const HELP = `memlog: sample a server's memory and connections over time, summar
 
 usage:
   memlog record (--pid PID | --pgrep PATTERN) [--port 8000] [--interval 60s] [--tree | --no-tree]
-                [-o FILE|-] [--duration D] [--quiet]
+                [--sockets auto|netlink|proc] [-o FILE|-] [--duration D] [--quiet]
   memlog summary LOG|- [--json]
   memlog plot LOG|- [--out plots/<log name>.png] [--svg] [--title TEXT] [--subtitle TEXT]
                 [--width 72] [--no-ascii]
@@ -28,6 +28,9 @@ record   every interval, one tab-separated line: date, unix time, RSS KB, establ
   --port LIST        local ports whose established connections count: 8000, 8000,8001 or 8000-8003 (default 8000)
   --interval D       time between samples, ${RECORDER_LIMITS.minIntervalMs}ms to 1h (default 60s); e.g. 1s, 500ms, 5m
   --tree / --no-tree sum all descendants (server workers) into the tree columns (default --tree)
+  --sockets MODE     where the socket table comes from: netlink (the kernel's sock_diag dump, filtered in the
+                     kernel; needs the addon built by npm run build), proc (/proc/net/tcp text, slow at 100k+
+                     connections), auto = netlink when available, else proc with a notice (default auto)
   -o, --output FILE  append to FILE like 'tee -a' (header only if new or empty) and copy to stdout; '-' = stdout
                      only (default -)
   --duration D       stop after D (default: until the process exits or Ctrl-C)
@@ -92,6 +95,7 @@ async function record(args: string[]): Promise<void> {
       interval: { type: 'string', default: '60s' },
       tree: { type: 'boolean' },
       'no-tree': { type: 'boolean' },
+      sockets: { type: 'string', default: 'auto' },
       output: { type: 'string', short: 'o', default: '-' },
       duration: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
@@ -110,17 +114,20 @@ async function record(args: string[]): Promise<void> {
   const ports = parsePortList('--port', values.port!);
   const intervalMs = parseDuration('--interval', values.interval!, RECORDER_LIMITS.minIntervalMs, RECORDER_LIMITS.maxIntervalMs);
   const durationMs = values.duration === undefined ? undefined : parseDuration('--duration', values.duration, 1, 30 * 24 * 3_600_000);
+  const sockets = values.sockets!;
+  if (sockets !== 'auto' && sockets !== 'netlink' && sockets !== 'proc') throw new UsageError(`--sockets: '${sockets}' is not one of auto, netlink, proc`);
   const out = values.output!;
   const recorder = startRecorder({
     ...(pid !== undefined ? { pid } : { pgrep: values.pgrep! }),
     ports,
     intervalMs,
     tree: !values['no-tree'],
+    sockets,
     out,
     ...(out !== '-' && !values.quiet ? { echo: process.stdout } : {}),
     log: (line) => process.stderr.write(line + '\n'),
   });
-  process.stderr.write(`memlog: recording pid ${recorder.pid} ports ${values.port} every ${values.interval}${out === '-' ? '' : ` → ${out}`}` +
+  process.stderr.write(`memlog: recording pid ${recorder.pid} ports ${values.port} every ${values.interval} (sockets: ${recorder.sockets})${out === '-' ? '' : ` → ${out}`}` +
     `${durationMs ? ` for ${values.duration}` : ''} (Ctrl-C stops)\n`);
   const timer = durationMs ? setTimeout(() => void recorder.stop(), durationMs) : null;
   const off = onInterrupt(() => recorder.stop());

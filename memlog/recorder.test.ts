@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startRecorder, resolvePgrep, RecorderError, type RecorderHandle } from './recorder.js';
 import { parseLog } from './row.js';
 import { readStat, kernelPageSize } from './proc.js';
+import { loadSockDiag } from './netlink.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'memlog-recorder-'));
 const tag = `memlog-test-${process.pid}-${Date.now()}`;
@@ -93,7 +94,11 @@ async function connect(port: number, n: number): Promise<net.Socket[]> {
   return out;
 }
 
-test('counts the real connections of a child server, sees closes, ignores other processes, stops when it exits', async () => {
+// Every socket source runs the same cases (netlink when the addon is built; netlink.test.ts checks it is in CI).
+const SOURCES = loadSockDiag().addon ? (['proc', 'netlink'] as const) : (['proc'] as const);
+
+for (const source of SOURCES) {
+test(`${source}: counts the real connections of a child server, sees closes, ignores other processes, stops when it exits`, async () => {
   const { child, waitFor } = startServer('leaf');
   const { port } = await waitFor((m) => m.port !== undefined, 'listening');
   // A second listener in this test process: its accepted sockets are established on a watched local port too,
@@ -106,9 +111,10 @@ test('counts the real connections of a child server, sees closes, ignores other 
 
   const clients = await connect(port!, 40);
   await waitFor((m) => m.open === 40, '40 accepted');
-  const out = join(dir, 'leaf.log');
-  const rec = startRecorder({ pid: child.pid!, ports: [port!, minePort], intervalMs: 60_000, out });
+  const out = join(dir, `leaf-${source}.log`);
+  const rec = startRecorder({ pid: child.pid!, ports: [port!, minePort], intervalMs: 60_000, out, sockets: source });
   recorders.push(rec);
+  assert.equal(rec.sockets, source);
   assert.equal(rec.rows.length, 1);
   assert.equal(rec.rows[0]!.conns, 40);
 
@@ -143,8 +149,9 @@ test('counts the real connections of a child server, sees closes, ignores other 
   assert.deepEqual(parseLog(text).map((r) => r.conns), [40, 25, 35]);
 });
 
-test('sums a tree (a server with its own child), --no-tree watches one process, appends without a second header', async () => {
-  const { child, waitFor } = startServer('parent');
+test(`${source}: sums a tree (a server with its own child), --no-tree watches one process, appends without a second header`, async () => {
+  const name = `${tag}-${source}`; // each source's tree has its own pgrep pattern
+  const { child, waitFor } = startServer('parent', name);
   const top = await waitFor((m) => m.role === 'parent' && m.port !== undefined, 'parent listening');
   const leaf = await waitFor((m) => m.role === 'leaf' && m.port !== undefined, 'leaf listening');
   extraPids.push(leaf.pid!);
@@ -154,12 +161,12 @@ test('sums a tree (a server with its own child), --no-tree watches one process, 
   await waitFor((m) => m.role === 'leaf' && m.open === 20, 'leaf accepted 20');
 
   // pgrep: both processes carry the tag in their command line; the root of the matching tree is chosen.
-  assert.equal(resolvePgrep(tag), child.pid);
+  assert.equal(resolvePgrep(name), child.pid);
 
-  const out = join(dir, 'tree.log');
+  const out = join(dir, `tree-${source}.log`);
   writeFileSync(out, '# date\tunix\trss_kb\tconns\tpss_kb\ttree_rss_kb\ttree_pss_kb\ttcp_mem_kb\tcpu_pct\tkb_per_conn\n');
-  const tree = startRecorder({ pgrep: tag, ports: [top.port!, leaf.port!], intervalMs: 60_000, out });
-  const single = startRecorder({ pid: child.pid!, ports: [top.port!, leaf.port!], intervalMs: 60_000, tree: false, out });
+  const tree = startRecorder({ pgrep: name, ports: [top.port!, leaf.port!], intervalMs: 60_000, out, sockets: source });
+  const single = startRecorder({ pid: child.pid!, ports: [top.port!, leaf.port!], intervalMs: 60_000, tree: false, out, sockets: source });
   recorders.push(tree, single);
   const t = tree.rows[0]!;
   const s = single.rows[0]!;
@@ -182,6 +189,7 @@ test('sums a tree (a server with its own child), --no-tree watches one process, 
   assert.equal(text.match(/^# memlog record/gm)?.length, 2);
   assert.deepEqual(parseLog(text).map((r) => r.conns).sort((a, b) => a - b), [10, 30]);
 });
+}
 
 test('clear errors for a missing process, an ambiguous or bad pattern, bad options', async () => {
   const twin = `${tag}-twin`;
@@ -202,5 +210,6 @@ test('clear errors for a missing process, an ambiguous or bad pattern, bad optio
   assert.match(code(() => startRecorder({ out: null })), /exactly one of --pid and --pgrep/);
   assert.match(code(() => startRecorder({ pid: process.pid, intervalMs: 10, out: null })), /--interval: 10ms is out of range/);
   assert.match(code(() => startRecorder({ pid: process.pid, ports: [0], out: null })), /--port/);
+  assert.match(code(() => startRecorder({ pid: process.pid, out: null, sockets: 'ss' as 'proc' })), /BAD_OPTION: --sockets: 'ss' is not one of auto, netlink, proc/);
   assert.match(code(() => startRecorder({ pid: process.pid, out: join(dir, 'no', 'such', 'dir.log') })), /BAD_OPTION: -o: cannot append to '.*dir\.log' \(ENOENT\)/);
 });

@@ -5,7 +5,8 @@ import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import { type LogRow, encodeRow, headerLine, commentLine, formatDate } from './row.js';
 import { readStat, readPssKb, processTree, pgrep, ancestors, isGone, kernelPageSize, readTcpMemKb, readCmdline, CLOCK_TICKS_PER_SEC, type ProcStat } from './proc.js';
-import { InodeTable, TcpTableScanner, SocketOwnership } from './tcptable.js';
+import { InodeTable, SocketOwnership } from './tcptable.js';
+import { openSocketSource, SocketSourceError, type SocketsMode } from './netlink.js';
 
 /** Limits of the recorder's options, named once (the CLI reports them in its errors). */
 export const RECORDER_LIMITS = {
@@ -40,6 +41,8 @@ export interface RecorderOptions {
   log?: (line: string) => void;
   /** IANA zone for the date column (default: the local zone, like date(1)). */
   timeZone?: string;
+  /** Where the socket table comes from (default 'auto': the netlink addon when it can, else /proc; see netlink.ts). */
+  sockets?: SocketsMode;
 }
 
 /** Why the recorder stopped. */
@@ -55,6 +58,8 @@ export interface RecorderEnd {
 export interface RecorderHandle {
   /** The watched (root) pid. */
   readonly pid: number;
+  /** The socket source in use: 'netlink' or 'proc'. */
+  readonly sockets: 'netlink' | 'proc';
   /** Every row recorded so far, oldest first. */
   readonly rows: readonly LogRow[];
   /** Takes and writes a sample now (off the schedule); null once the process has gone. */
@@ -111,7 +116,18 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   const rootStat = readStat(pid);
   if (isGone(rootStat)) throw new RecorderError('C1M_MEMLOG_NO_PROCESS', `no process with pid ${pid}`);
   const tree = options.tree ?? true;
+  const mode = options.sockets ?? 'auto';
+  if (!['auto', 'netlink', 'proc'].includes(mode)) throw new RecorderError('C1M_MEMLOG_BAD_OPTION', `--sockets: '${mode}' is not one of auto, netlink, proc`);
+  let opened: ReturnType<typeof openSocketSource>;
+  try {
+    opened = openSocketSource(mode, pid, ports);
+  } catch (err) {
+    if (err instanceof SocketSourceError) throw new RecorderError('C1M_MEMLOG_UNSUPPORTED', err.message);
+    throw err;
+  }
+  const source = opened.source;
   const log = options.log ?? (() => {});
+  if (opened.note) log(`memlog: counting connections from /proc/net/tcp, slower at scale (${opened.note})`);
   const pageKb = kernelPageSize() / 1024;
 
   // Output: append like `tee -a`; the header goes only into a new or empty file.
@@ -137,9 +153,8 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   };
   if (needHeader) write(headerLine());
   const cmd = readCmdline(pid).slice(0, 200);
-  write(commentLine(`memlog record pid=${pid} (${cmd}) ports=${ports.join(',')} interval=${intervalMs / 1000}s tree=${tree ? 'on' : 'off'} host=${hostname()} started ${new Date().toISOString()}`));
+  write(commentLine(`memlog record pid=${pid} (${cmd}) ports=${ports.join(',')} interval=${intervalMs / 1000}s tree=${tree ? 'on' : 'off'} sockets=${source.name} host=${hostname()} started ${new Date().toISOString()}`));
 
-  const scanner = new TcpTableScanner(ports);
   const table = new InodeTable();
   const ownership = new SocketOwnership();
   const prevTicks = new Map<string, number>();
@@ -195,8 +210,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     }
 
     table.clear();
-    scanner.scanFile(`/proc/${pid}/net/tcp`, table);
-    scanner.scanFile(`/proc/${pid}/net/tcp6`, table);
+    source.fill(table);
     const conns = ownership.count(procs, table).established;
     const tcpMemKb = readTcpMemKb(`/proc/${pid}/net/sockstat`);
 
@@ -276,6 +290,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
 
   return {
     pid,
+    sockets: source.name,
     rows,
     sampleNow: sample,
     stop: async () => finish({ reason: 'stopped', rows: rows.length }),

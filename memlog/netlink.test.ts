@@ -1,0 +1,222 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { once } from 'node:events';
+import {
+  portRanges, portFilter, loadSockDiag, NetlinkSource, ProcSource, openSocketSource, SocketSourceError,
+  AF_INET, AF_INET6, BC_JMP, BC_S_EQ, BC_S_GE, BC_S_LE, type SocketSource,
+} from './netlink.js';
+import { InodeTable, FLAG_ESTABLISHED, FLAG_PRESENT } from './tcptable.js';
+
+/**
+ * The kernel's two passes over a filter program, transcribed from net/ipv4/inet_diag.c: inet_diag_bc_audit (run
+ * once when the request arrives; a program it rejects fails the whole dump with EINVAL) and inet_diag_bc_run (per
+ * socket; only the local-port ops are modelled). An independent check of portFilter's jump arithmetic.
+ */
+function ops(bc: Uint8Array, at: number): { code: number; yes: number; no: number } {
+  const v = new DataView(bc.buffer, bc.byteOffset);
+  return { code: v.getUint8(at), yes: v.getUint8(at + 1), no: v.getUint16(at + 2, true) };
+}
+function validCc(bc: Uint8Array, len: number, cc: number): boolean {
+  let at = 0;
+  while (len >= 0) {
+    if (cc > len) return false;
+    if (cc === len) return true;
+    const { yes } = ops(bc, at);
+    if (yes < 4 || yes & 3) return false;
+    len -= yes;
+    at += yes;
+  }
+  return false;
+}
+function audit(bc: Uint8Array): boolean {
+  let len = bc.length;
+  let at = 0;
+  while (len > 0) {
+    const op = ops(bc, at);
+    let minLen = 4;
+    if ([BC_S_EQ, BC_S_GE, BC_S_LE].includes(op.code)) {
+      if (len < 8) return false;
+      minLen = 8;
+    } else if (op.code !== BC_JMP && op.code !== 0) return false;
+    if (op.code !== 0) {
+      if (op.no < minLen || op.no > len + 4 || op.no & 3) return false;
+      if (op.no < len && !validCc(bc, bc.length, len - op.no)) return false;
+    }
+    if (op.yes < minLen || op.yes > len + 4 || op.yes & 3) return false;
+    at += op.yes;
+    len -= op.yes;
+  }
+  return true;
+}
+function run(bc: Uint8Array, sport: number): boolean {
+  let len = bc.length;
+  let at = 0;
+  while (len > 0) {
+    const op = ops(bc, at);
+    const arg = at + 4 < bc.length ? ops(bc, at + 4).no : -1;
+    const yes = op.code === BC_S_EQ ? sport === arg : op.code === BC_S_GE ? sport >= arg : op.code === BC_S_LE ? sport <= arg : op.code !== BC_JMP;
+    const step = yes ? op.yes : op.no;
+    len -= step;
+    at += step;
+  }
+  return len === 0;
+}
+
+test('portRanges sorts, dedupes, merges neighbours and rejects ports outside 1-65535', () => {
+  assert.deepEqual(portRanges([8003, 8000, 8001, 8001, 9000, 8002]), [[8000, 8003], [9000, 9000]]);
+  assert.deepEqual(portRanges([1, 65535]), [[1, 1], [65535, 65535]]);
+  assert.throws(() => portRanges([0]), /port 0 is not in 1-65535/);
+  assert.throws(() => portRanges([65536]), RangeError);
+  assert.throws(() => portRanges([80.5]), RangeError);
+});
+
+test('portFilter: exact bytes for one port and for a range', () => {
+  // S_EQ 8000: yes 8 lands on the JMP; no 16 = 12 (past this range) + 4: reject; JMP's no 4 = to the end: accept.
+  assert.deepEqual([...portFilter([8000])], [BC_S_EQ, 8, 16, 0, 0, 0, 0x40, 0x1f, BC_JMP, 4, 4, 0]);
+  // S_GE 8000 (no → reject at 20 + 4), S_LE 8003 (no → 12 + 4 from its own offset), JMP to the end.
+  assert.deepEqual([...portFilter([8000, 8001, 8002, 8003])], [
+    BC_S_GE, 8, 24, 0, 0, 0, 0x40, 0x1f,
+    BC_S_LE, 8, 16, 0, 0, 0, 0x43, 0x1f,
+    BC_JMP, 4, 4, 0,
+  ]);
+});
+
+test('portFilter passes the kernel audit and accepts exactly the listed ports (model of inet_diag)', () => {
+  const cases: [string, number[]][] = [
+    ['one port', [8000]],
+    ['two neighbours become one range', [8000, 8001]],
+    ['the ends of the port space', [1, 65535]],
+    ['ranges and singles mixed', [5000, 8000, 8001, 8002, 9000, 9002, 9003]],
+    ['many singles: jumps past 255 bytes go through the JMP ops', Array.from({ length: 40 }, (_, i) => 10_000 + 2 * i)],
+  ];
+  for (const [name, ports] of cases) {
+    const bc = portFilter(ports);
+    assert.ok(audit(bc), `${name}: audit`);
+    const want = new Set(ports);
+    const probe = new Set([1, 2, 4999, 5000, 5001, 7999, 8000, 8001, 8002, 8003, 8999, 9000, 9001, 9002, 9003, 9004, 65534, 65535, ...ports.map((p) => p + 1)]);
+    for (let p = 9_990; p < 10_100; p++) probe.add(p);
+    for (const p of probe) if (p <= 65535) assert.equal(run(bc, p), want.has(p), `${name}: port ${p}`);
+  }
+});
+
+test('portFilter refuses a program too long for the 16-bit jumps', () => {
+  const ports = Array.from({ length: 6000 }, (_, i) => 2 * i + 1);
+  assert.throws(() => portFilter(ports), /too many port ranges/);
+});
+
+// --- The same cases for every socket source, against the real kernel. ---
+
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+after(() => {
+  for (const s of sockets) s.destroy();
+  for (const s of servers) s.close();
+});
+
+/** A server holding `n` connections from clients in this process; resolves with its port and accepted sockets. */
+async function serve(n: number, host = '127.0.0.1'): Promise<{ port: number; accepted: net.Socket[]; clients: net.Socket[] }> {
+  const accepted: net.Socket[] = [];
+  const clients: net.Socket[] = [];
+  const server = net.createServer();
+  servers.push(server);
+  server.listen(0, host);
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  const all = new Promise<void>((resolve) => server.on('connection', (s) => {
+    sockets.push(s);
+    if (accepted.push(s) === n) resolve();
+  }));
+  for (let i = 0; i < n; i++) {
+    const c = net.connect(port, host);
+    sockets.push(c);
+    clients.push(c);
+  }
+  await all;
+  return { port, accepted, clients };
+}
+
+const addon = loadSockDiag();
+const sources: [string, (ports: number[]) => SocketSource][] = [['proc', (ports) => new ProcSource('self', ports)]];
+if (addon.addon) sources.push(['netlink', (ports) => new NetlinkSource(addon.addon!, ports)]);
+
+test('the netlink addon is built and loads (C1M_NO_NATIVE=1 runs the suite without it)', () => {
+  if (process.env.C1M_NO_NATIVE === '1') {
+    assert.deepEqual(addon, { addon: null, reason: 'C1M_NO_NATIVE=1' });
+    return;
+  }
+  assert.equal(addon.reason, '');
+  assert.equal(typeof addon.addon?.dump, 'function');
+});
+
+for (const [name, make] of sources) {
+  test(`${name}: counts established sockets on the watched ports only (IPv4, IPv6, ranges), and sees closes`, async () => {
+    const a = await serve(30);
+    const b = await serve(7);
+    const c = await serve(5); // never watched below, except where said
+    const v6 = await serve(4, '::1');
+    // Listening sockets and the clients' ends (ephemeral local ports) are not established connections on the port.
+    assert.equal(make([a.port, b.port, v6.port]).fill(new InodeTable()), 30 + 7 + 4);
+    assert.equal(make([c.port]).fill(new InodeTable()), 5);
+    const lo = Math.min(a.port, b.port, c.port, v6.port);
+    const hi = Math.max(a.port, b.port, c.port, v6.port);
+    const inRange = [a, b, c, v6].filter((s) => s.port >= lo && s.port <= hi);
+    const range = Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+    // A whole port range (one S_GE/S_LE pair for netlink); other tests' sockets in the range would only add.
+    assert.ok(make(range).fill(new InodeTable()) >= inRange.reduce((n, s) => n + s.accepted.length, 0));
+
+    const table = new InodeTable();
+    make([a.port]).fill(table);
+    assert.ok(table.size >= 30); // proc also adds the listening socket (FLAG_PRESENT only)
+
+    // Clients close 10 of a's connections: once the server ends have read the FIN they are CLOSE_WAIT, not counted.
+    const ended = a.accepted.slice(0, 10).map((s) => once(s, 'end'));
+    for (const cl of a.clients.slice(0, 10)) cl.end();
+    await Promise.all(ended);
+    assert.equal(make([a.port]).fill(new InodeTable()), 20);
+  });
+}
+
+test('both sources report the same established inodes', { timeout: 10_000 }, async () => {
+  if (!addon.addon) {
+    assert.equal(process.env.C1M_NO_NATIVE, '1');
+    return;
+  }
+  const s = await serve(25);
+  const procTable = new InodeTable();
+  new ProcSource('self', [s.port]).fill(procTable);
+  const inodes = [...addon.addon.dump(AF_INET, 1 << 1, portFilter([s.port])), ...addon.addon.dump(AF_INET6, 1 << 1, portFilter([s.port]))];
+  assert.equal(inodes.length, 25);
+  for (const ino of inodes) assert.equal(procTable.get(ino), FLAG_PRESENT | FLAG_ESTABLISHED, `inode ${ino}`);
+});
+
+test('the addon rejects bad arguments with typed errors; the kernel rejects a malformed program', () => {
+  if (!addon.addon) {
+    assert.equal(process.env.C1M_NO_NATIVE, '1');
+    return;
+  }
+  const dump = addon.addon.dump;
+  assert.throws(() => dump(3, 2, null), { code: 'SOCKDIAG_BAD_ARGS', name: 'TypeError' });
+  assert.throws(() => dump(AF_INET, 2, new Uint8Array(3)), { code: 'SOCKDIAG_BAD_ARGS' });
+  assert.throws(() => (dump as (...a: unknown[]) => unknown)(AF_INET), { code: 'SOCKDIAG_BAD_ARGS' });
+  // A port test whose `yes` jumps past the end + 4: the audit refuses it, EINVAL comes back as an error.
+  assert.throws(() => dump(AF_INET, 2, new Uint8Array([BC_S_EQ, 64, 8, 0, 0, 0, 0x40, 0x1f])), { code: 'SOCKDIAG_ERRNO_22', message: /Invalid argument/ });
+});
+
+test('openSocketSource: proc on request, netlink in auto mode when built, and a clear error when netlink cannot be had', () => {
+  assert.equal(openSocketSource('proc', process.pid, [8000]).source.name, 'proc');
+  const auto = openSocketSource('auto', process.pid, [8000]);
+  if (addon.addon) {
+    assert.deepEqual([auto.source.name, auto.note], ['netlink', '']);
+    assert.equal(openSocketSource('netlink', process.pid, [8000]).source.name, 'netlink');
+  } else {
+    assert.deepEqual([auto.source.name, auto.note], ['proc', addon.reason]);
+    assert.throws(() => openSocketSource('netlink', process.pid, [8000]), (e: unknown) => e instanceof SocketSourceError && /--sockets netlink: C1M_NO_NATIVE=1/.test(e.message));
+  }
+  // A pid that does not exist has no readable network namespace: auto falls back, netlink refuses.
+  const gone = 2 ** 22 + 7;
+  if (addon.addon) {
+    assert.match(openSocketSource('auto', gone, [8000]).note, /cannot read \/proc\/\d+\/ns\/net/);
+    assert.throws(() => openSocketSource('netlink', gone, [8000]), { code: 'C1M_MEMLOG_NO_NETLINK' });
+  }
+});
