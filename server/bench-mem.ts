@@ -3,28 +3,47 @@
 //
 //   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--mid N/2] [--addrs 4] [--settle 3s]
 //       [--latency 10s] [--rate 1000] [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]
-//       [--flags='--max-semi-space-size=1 --optimize-for-size'] [--env MALLOC_ARENA_MAX=1 ...] [--probe]
+//       [--flags='--max-semi-space-size=1 --optimize-for-size'] [--env MALLOC_ARENA_MAX=1 ...] [--probe] [--gc-attrib]
+//       [--client-flags='--no-memory-reducer --max-semi-space-size=32 --expose-gc']
 //   (--latency 0 / --fanout 0 skip those phases; --flags replaces the server's node flags, '' for none;
+//   --client-flags replaces the measuring client's node flags (see CLIENT_FLAGS; '' for node's defaults);
 //   the server's environment gets MALLOC_ARENA_MAX=1 as the CLI's shebang sets it; --env replaces that list,
 //   and --env NAME= removes NAME;
-//   --probe preloads bench-probe.js into the server to split the latency into publish → router → write)
+//   --probe preloads bench-probe.js into the server to split the latency into publish → router → write;
+//   --gc-attrib records every GC pause of the server, the client and the publisher on the wall clock
+//   (bench-gcwatch.js) and tells, for each message slower than 1 ms, which process was paused in its flight)
 //
 // The server runs as the real CLI (with its shebang's node flags) in a child process; the client runs in
 // another child process (raw node:net, spread over destination addresses 127.0.0.1..127.0.0.<addrs>), so neither
 // side's memory pollutes the other. Everything is bounded (count and a 180 s deadline) and stops by itself.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseIntFlag } from '../lib/flags.js';
 import { createHistogram, encodeHistogram, formatMicros, mergeEncoded, recordLatency, summarize } from '../lib/histogram.js';
 import { findMarker, formatMessage, nowMicros } from '../lib/marker.js';
+import { GC_KINDS, gcPauses, startGcWatch, type GcPause } from './bench-gcwatch.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 const PROBE = fileURLToPath(new URL('./bench-probe.js', import.meta.url));
+const GCWATCH = fileURLToPath(new URL('./bench-gcwatch.js', import.meta.url));
+/** Messages slower than this (µs, send stamp → client read) are logged one by one for --gc-attrib. */
+const SLOW_US = 1000;
 const DEFAULT_FLAGS = '--max-semi-space-size=1 --optimize-for-size';
+/**
+ * Node flags of the measuring client. It holds 10,000 sockets (a 17-30 MB old generation), and with node's defaults
+ * its own GC landed in the latency figures: after the connection ramp the memory reducer ran mark-compacts of
+ * 8-38 ms during the latency phase (seen with --gc-attrib: the slowest messages of those runs were all in flight
+ * across a client pause). The client is the instrument, not the subject, so it trades memory for quiet: no memory
+ * reducer, a young generation large enough that 10 s at 1,000 msg/s needs no scavenge, and a full GC just before
+ * the latency phase (--expose-gc) so no marking started by the ramp finishes inside it.
+ */
+const CLIENT_FLAGS = '--no-memory-reducer --max-semi-space-size=32 --expose-gc';
 const DEADLINE_MS = 180_000;
 
 interface Mem {
@@ -48,7 +67,7 @@ function schedstat(pid: number): number[] {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Client mode: opens `conns` streams, reports progress on IPC, holds them until told to stop. */
-async function client(port: number, addrs: number): Promise<void> {
+async function client(port: number, addrs: number, logSlow: boolean): Promise<void> {
   const sockets: net.Socket[] = [];
   let ok = 0;
   let failed = 0;
@@ -56,6 +75,8 @@ async function client(port: number, addrs: number): Promise<void> {
   let chunks = 0;
   const BR = Buffer.from('<br/>');
   const hist = createHistogram();
+  /** [stamp, arrival] pairs (µs since the epoch) of messages slower than SLOW_US, with --gc-attrib. */
+  let slow: number[] = [];
   const send = (m: object): void => void process.send!(m);
   const openOne = (i: number): Promise<void> =>
     new Promise((resolve) => {
@@ -69,7 +90,11 @@ async function client(port: number, addrs: number): Promise<void> {
         for (let k = d.indexOf(BR); k >= 0; k = d.indexOf(BR, k + 5)) {
           chunks++;
           const t = findMarker(d, from, k);
-          if (t >= 0) recordLatency(hist, nowMicros() - t);
+          if (t >= 0) {
+            const now = nowMicros();
+            recordLatency(hist, now - t);
+            if (logSlow && now - t > SLOW_US && slow.length < 100_000) slow.push(t, now);
+          }
           from = k + 5;
         }
         if (!head) {
@@ -96,9 +121,13 @@ async function client(port: number, addrs: number): Promise<void> {
       send({ ev: 'opened', ok, failed });
     } else if (m.cmd === 'count') {
       send({ ev: 'count', bytes, chunks });
+    } else if (m.cmd === 'quiesce') {
+      (globalThis as { gc?: () => void }).gc?.();
+      send({ ev: 'quiesced' });
     } else if (m.cmd === 'latency') {
-      send({ ev: 'latency', hist: encodeHistogram(hist) });
+      send({ ev: 'latency', hist: encodeHistogram(hist), slow });
       hist.reset();
+      slow = [];
     } else if (m.cmd === 'stop') {
       for (const s of sockets) s.destroy();
       process.exit(0);
@@ -133,16 +162,19 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '1000' },
       batch: { type: 'string', default: '1000' },
       'node-arg': { type: 'string', multiple: true, default: [] },
+      'client-flags': { type: 'string', default: CLIENT_FLAGS },
       flags: { type: 'string', default: DEFAULT_FLAGS },
       env: { type: 'string', multiple: true, default: ['MALLOC_ARENA_MAX=1'] },
       probe: { type: 'boolean', default: false },
+      'gc-attrib': { type: 'boolean', default: false },
       client: { type: 'string' },
     },
     strict: true,
   });
   const conns = parseIntFlag('--conns', values.conns!, 1, 18_000);
   const addrs = parseIntFlag('--addrs', values.addrs!, 1, 254);
-  if (values.client !== undefined) return client(Number(values.client), addrs);
+  const attrib = values['gc-attrib']!;
+  if (values.client !== undefined) return client(Number(values.client), addrs, attrib);
   const settleMs = parseDuration('--settle', values.settle!, 0, 60_000);
   const fanoutMs = parseDuration('--fanout', values.fanout!, 0, 60_000);
   const batch = parseIntFlag('--batch', values.batch!, 1, 10_000);
@@ -162,6 +194,14 @@ async function main(): Promise<void> {
   // The bench listens on every local address so the client can spread over 127.0.0.1..127.0.0.N; only loopback is targeted.
   const flags = [...values.flags!.split(' ').filter((f) => f !== ''), ...values['node-arg']!];
   if (values.probe) flags.push(`--import=${PROBE}`);
+  const gcDir = attrib ? mkdtempSync(join(tmpdir(), 'c1m-gc-')) : '';
+  let publisherPauses: () => readonly GcPause[] = () => [];
+  if (attrib) {
+    flags.push(`--import=${GCWATCH}`);
+    process.env.C1M_GC_LOG = gcDir; // the server and the client inherit it; this process (the publisher) keeps its own
+    startGcWatch();
+    publisherPauses = gcPauses;
+  }
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const kv of values.env!) {
     const eq = kv.indexOf('=');
@@ -197,7 +237,9 @@ async function main(): Promise<void> {
   };
   await sample('idle');
 
-  const cl = spawn(process.execPath, [SELF, '--client', String(port), '--conns', String(conns), '--addrs', String(addrs)], {
+  const clientFlags = values['client-flags']!.split(' ').filter((f) => f !== '');
+  const clientArgs = [...clientFlags, ...(attrib ? [`--import=${GCWATCH}`, SELF, '--gc-attrib'] : [SELF])];
+  const cl = spawn(process.execPath, [...clientArgs, '--client', String(port), '--conns', String(conns), '--addrs', String(addrs)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.push(cl);
@@ -224,10 +266,15 @@ async function main(): Promise<void> {
   // Latency: one POST /send/<id> per message at a fixed rate, each message stamped with its send time (@t=);
   // the client records arrival − stamp. Sends are paced against the schedule, so a slow answer is not hidden.
   let lat = '';
+  let latWindow: [number, number] = [0, 0];
+  let slowPairs: number[] = [];
   if (latencyMs > 0) {
+    cl.send({ cmd: 'quiesce' });
+    await waitMessage(cl, 'quiesced');
     cl.send({ cmd: 'latency' });
     await waitMessage(cl, 'latency'); // resets the client's histogram
     const t0 = performance.now();
+    latWindow[0] = nowMicros();
     const lcpu0 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
     const sched0 = [schedstat(pid), schedstat(cl.pid!), schedstat(process.pid)];
     const total = Math.floor((latencyMs / 1000) * rate);
@@ -255,15 +302,18 @@ async function main(): Promise<void> {
     const lticks = Number(lcpu1[13]) + Number(lcpu1[14]) - Number(lcpu0[13]) - Number(lcpu0[14]);
     const lsec = (performance.now() - t0) / 1000;
     await sleep(500);
+    latWindow[1] = nowMicros();
     cl.send({ cmd: 'latency' });
     const h = createHistogram();
-    mergeEncoded(h, (await waitMessage(cl, 'latency')).hist as unknown as string);
+    const reply = (await waitMessage(cl, 'latency')) as unknown as { hist: string; slow: number[] };
+    mergeEncoded(h, reply.hist);
+    slowPairs = reply.slow;
     const q = summarize(h);
     lat =
       `latency at ${rate} msg/s for ${latencyMs / 1000} s (one raw POST /send/<id> each, ${answered} answered 200; send stamp → client read): ` +
       `${q.count} of ${total} received, p50 ${formatMicros(q.p50)}, p90 ${formatMicros(q.p90)}, p99 ${formatMicros(q.p99)}, ` +
       `p99.9 ${formatMicros(q.p999)}, max ${formatMicros(q.max)}; server CPU ${((lticks / 100 / lsec) * 100).toFixed(0)}%\n` +
-      `run-queue wait of the main threads in that phase (runnable but not running: other processes on the 2 cores): ` +
+      `run-queue wait of the main threads in that phase (runnable but not running: other processes on the 2 cores; pids server ${pid}, client ${cl.pid}, publisher ${process.pid}): ` +
       ['server', 'client', 'publisher']
         .map((name, k) => {
           const waitUs = (sched1[k]![1] - sched0[k]![1]) / 1000;
@@ -322,6 +372,41 @@ async function main(): Promise<void> {
   process.kill(pid, 'SIGTERM');
   await new Promise((res) => server.once('exit', res));
   const probeLines = err.split('\n').filter((l) => l.startsWith('probe:'));
+  let attribText = '';
+  if (attrib) {
+    const read = (p: number): GcPause[] => {
+      try {
+        return JSON.parse(readFileSync(join(gcDir, `gc-${p}.json`), 'utf8')) as GcPause[];
+      } catch {
+        return [];
+      }
+    };
+    let hops: Map<number, [number, number]> | null = null;
+    try {
+      const rows = JSON.parse(readFileSync(join(gcDir, `probe-${pid}.json`), 'utf8')) as Array<[number, number, number]>;
+      hops = new Map(rows.map(([t, r, w]) => [t, [r, w]]));
+    } catch {
+      // no --probe: no per-hop split
+    }
+    attribText = gcAttribution(
+      [
+        ['server', read(pid)],
+        ['client', read(cl.pid!)],
+        ['publisher', [...publisherPauses()]],
+      ],
+      latWindow,
+      slowPairs,
+      hops,
+    );
+    // C1M_ATTRIB_DUMP=<file>: the raw data too (µs since the epoch; monoMinusEpochUs maps them to CLOCK_MONOTONIC,
+    // the clock of `perf sched record -k CLOCK_MONOTONIC`), for a look at the timeline by hand.
+    if (process.env.C1M_ATTRIB_DUMP) {
+      const monoMinusEpochUs = Number(process.hrtime.bigint() / 1000n) - nowMicros();
+      const dump = { latWindow, slowPairs, monoMinusEpochUs, server: read(pid), client: read(cl.pid!), publisher: publisherPauses(), hops: hops ? [...hops] : null };
+      writeFileSync(process.env.C1M_ATTRIB_DUMP, JSON.stringify(dump));
+    }
+    rmSync(gcDir, { recursive: true, force: true });
+  }
   clearTimeout(hardStop);
 
   const idle = rows[0]!;
@@ -329,7 +414,7 @@ async function main(): Promise<void> {
   const full = rows[2]!;
   const fmt = (n: number, d = 1): string => n.toFixed(d).padStart(9);
   process.stdout.write(
-    `\nnode ${process.version}, server flags '${flags.join(' ')}'${values.env!.length ? ', env ' + values.env!.join(' ') : ''}; ` +
+    `\nnode ${process.version}, server flags '${flags.join(' ')}', client flags '${clientFlags.join(' ')}'${values.env!.length ? ', env ' + values.env!.join(' ') : ''}; ` +
       `load avg at start ${loadStart}, at end ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`,
   );
   process.stdout.write(`${'state'.padEnd(34)} ${'streams'.padStart(8)} ${'RSS MB'.padStart(9)} ${'PSS MB'.padStart(9)} ${'anon MB'.padStart(9)} ${'heap MB'.padStart(9)} ${'RSS KB/c'.padStart(9)} ${'PSS KB/c'.padStart(9)}\n`);
@@ -346,9 +431,90 @@ async function main(): Promise<void> {
       `after all closed: ${end.connections} streams, ${end.ids} ids in the router\n`,
   );
   process.stdout.write(lat);
+  process.stdout.write(attribText);
   for (const l of probeLines) process.stdout.write(l + '\n');
   process.stdout.write(fan);
   process.stdout.write(`messages in ${st.messagesIn}, chunks out ${st.chunksOut}, chunks dropped ${st.chunksDropped}, writes ${st.writes}, slow drops ${st.slowDrops}\n`);
+}
+
+/**
+ * The GC pauses of each process in the latency phase, and for the messages slower than SLOW_US: how many had a
+ * pause of each process inside their flight [send stamp, client read], and the pause time that overlapped.
+ */
+function gcAttribution(
+  procs: Array<[string, GcPause[]]>,
+  [from, to]: [number, number],
+  slow: number[],
+  hops: Map<number, [number, number]> | null,
+): string {
+  let out = `GC pauses in the latency phase (${((to - from) / 1e6).toFixed(1)} s, every process, wall clock):\n`;
+  for (const [name, all] of procs) {
+    const inWin = all.filter(([s]) => s >= from && s <= to);
+    const byKind = new Map<string, number[]>();
+    for (const [, d, k] of inWin) {
+      const key = GC_KINDS[k] ?? String(k);
+      byKind.set(key, [...(byKind.get(key) ?? []), d]);
+    }
+    const parts = [...byKind].map(([k, ds]) => {
+      ds.sort((a, b) => a - b);
+      const total = ds.reduce((a, b) => a + b, 0);
+      return `${k} ×${ds.length} (total ${(total / 1000).toFixed(1)} ms, median ${formatMicros(ds[ds.length >> 1]!)}, max ${formatMicros(ds[ds.length - 1]!)})`;
+    });
+    out += `  ${name.padEnd(9)} ${parts.length ? parts.join('; ') : 'none'}\n`;
+  }
+  const n = slow.length / 2;
+  const hit = new Map<string, { msgs: number; us: number }>(procs.map(([name]) => [name, { msgs: 0, us: 0 }]));
+  let none = 0;
+  const worst: Array<{ lat: number; why: string }> = [];
+  // With --probe: which hop was the longest: publisher → router.send, router.send → write, write → client read.
+  const HOPS = ['publish→router', 'router→write', 'write→read'];
+  const longest = [0, 0, 0];
+  const longestNoGc = [0, 0, 0];
+  const hopSums = [0, 0, 0];
+  for (let i = 0; i < slow.length; i += 2) {
+    const s = slow[i]!;
+    const e = slow[i + 1]!;
+    const why: string[] = [];
+    for (const [name, all] of procs) {
+      let us = 0;
+      for (const [ps, d, k] of all) {
+        const overlap = Math.min(e, ps + d) - Math.max(s, ps);
+        if (overlap > 0) {
+          us += overlap;
+          why.push(`${name} ${GC_KINDS[k] ?? k} ${formatMicros(d)}`);
+        }
+      }
+      if (us > 0) {
+        const h = hit.get(name)!;
+        h.msgs++;
+        h.us += us;
+      }
+    }
+    if (why.length === 0) none++;
+    const hop = hops?.get(s);
+    let split = '';
+    if (hop && hop[1] > 0) {
+      const parts = [hop[0] - s, hop[1] - hop[0], e - hop[1]];
+      const k = parts.indexOf(Math.max(...parts));
+      longest[k]!++;
+      if (why.length === 0) longestNoGc[k]!++;
+      for (let j = 0; j < 3; j++) hopSums[j]! += parts[j]!;
+      split = ` ${parts.map(formatMicros).join('/')}`;
+    }
+    worst.push({ lat: e - s, why: (why.join(', ') || 'no GC') + split });
+  }
+  worst.sort((a, b) => b.lat - a.lat);
+  out +=
+    `  ${n} messages slower than ${formatMicros(SLOW_US)}: a GC pause inside their flight in ` +
+    [...hit].map(([name, h]) => `${name} ${h.msgs} (${h.msgs ? formatMicros(h.us / h.msgs) : '0us'} of pause each)`).join(', ') +
+    `; none in ${none}\n`;
+  if (hops) {
+    out +=
+      `  longest hop of those (publish→router / router→write / write→read): ${longest.join(' / ')}; of the ${none} without GC: ${longestNoGc.join(' / ')}; ` +
+      `mean per hop ${hopSums.map((x) => formatMicros(x / Math.max(1, n))).join(' / ')} (${HOPS.join(', ')})\n`;
+  }
+  out += `  slowest: ${worst.slice(0, 8).map((w) => `${formatMicros(w.lat)} [${w.why}]`).join('; ')}\n`;
+  return out;
 }
 
 main().catch((err: unknown) => {

@@ -5,8 +5,12 @@
 // - `write`: when the framed bytes are handed to the stream socket's write() (adds the queue until the flush);
 // and it records every GC pause (PerformanceObserver 'gc') that fell between the first and the last stamped
 // message. On exit it prints one `probe:` line per figure on stderr. The client's read time completes the
-// chain (write → read = kernel + the client's own scheduling and GC).
+// chain (write → read = kernel + the client's own scheduling and GC). With C1M_GC_LOG=<dir> (bench-mem
+// --gc-attrib) it also writes <dir>/probe-<pid>.json: [stamp, router.send time, first write time] per message
+// (µs since the epoch), so the bench can tell in which hop each slow message lost its time.
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createHistogram, formatMicros, recordLatency, summarize } from '../lib/histogram.js';
 import { findMarker, nowMicros } from '../lib/marker.js';
@@ -17,6 +21,9 @@ const hWrite = createHistogram();
 const hGap = createHistogram();
 /** router.send time by stamp, for the exact send → write gap of each message (bounded: stamps are unique per message). */
 const sentAt = new Map<number, number>();
+/** Per-message hop times for --gc-attrib: stamp → [router.send, first write]. */
+const traceDir = process.env.C1M_GC_LOG;
+const trace = new Map<number, [number, number]>();
 let first = -1;
 let last = -1;
 
@@ -40,6 +47,7 @@ LocalRouter.prototype.send = function (this: LocalRouter<object>, id: number, ms
     const now = nowMicros();
     recordLatency(hRouter, now - t);
     if (sentAt.size < 100_000) sentAt.set(t, now);
+    if (traceDir && trace.size < 200_000 && !trace.has(t)) trace.set(t, [now, 0]);
     mark();
   }
   return send.call(this, id, msg);
@@ -52,6 +60,8 @@ const write = net.Socket.prototype.write as unknown as Write;
   if (t >= 0) {
     const now = nowMicros();
     recordLatency(hWrite, now - t);
+    const tr = traceDir ? trace.get(t) : undefined;
+    if (tr && tr[1] === 0) tr[1] = now;
     const sent = sentAt.get(t);
     if (sent !== undefined) {
       recordLatency(hGap, now - sent);
@@ -69,7 +79,8 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ['gc'] });
 
-const KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-cb', 16: 'minor-mc' };
+// perf_hooks.constants.NODE_PERFORMANCE_GC_*: MINOR 1, MAJOR 4, INCREMENTAL 8, WEAKCB 16 (V8's GCType).
+const KINDS: Record<number, string> = { 1: 'scavenge', 2: 'minor-mc', 4: 'mark-compact', 8: 'incremental', 16: 'weak-cb' };
 
 process.on('exit', () => {
   const line = (name: string, h: ReturnType<typeof createHistogram>): string => {
@@ -92,4 +103,5 @@ process.on('exit', () => {
   });
   out += `probe: GC in the ${((last - first) / 1000).toFixed(1)} s stamped window: ${parts.length ? parts.join('; ') : 'none'}\n`;
   process.stderr.write(out);
+  if (traceDir) writeFileSync(join(traceDir, `probe-${process.pid}.json`), JSON.stringify([...trace].map(([t, [r, w]]) => [t, r, w])));
 });
