@@ -2,7 +2,7 @@
 // `--mid` (default half) and all of N idle `/test/<id>` streams open, then after one message to every id.
 //
 //   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--mid N/2] [--addrs 4] [--settle 3s]
-//       [--latency 10s] [--rate 1000] [--fanout 5s] [--batch 1000] [--node-arg=--cpu-prof ...]
+//       [--latency 10s] [--rate 1000] [--fanout 5s] [--batch 1000] [--inflight 2] [--node-arg=--cpu-prof ...]
 //       [--flags='--max-semi-space-size=1 --optimize-for-size'] [--env MALLOC_ARENA_MAX=1 ...] [--probe] [--gc-attrib]
 //       [--client-flags='--no-memory-reducer --max-semi-space-size=32 --expose-gc']
 //   (--latency 0 / --fanout 0 skip those phases; --flags replaces the server's node flags, '' for none;
@@ -62,6 +62,12 @@ function smaps(pid: number): Mem {
 /** [ns on CPU, ns runnable but waiting on a run queue, times run] of a process's main thread. */
 function schedstat(pid: number): number[] {
   return readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+}
+
+/** User + system CPU ticks (1/100 s) of a process, all threads. */
+function cpuTicks(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+  return Number(f[13]) + Number(f[14]);
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -161,6 +167,7 @@ async function main(): Promise<void> {
       latency: { type: 'string', default: '10s' },
       rate: { type: 'string', default: '1000' },
       batch: { type: 'string', default: '1000' },
+      inflight: { type: 'string', default: '2' },
       'node-arg': { type: 'string', multiple: true, default: [] },
       'client-flags': { type: 'string', default: CLIENT_FLAGS },
       flags: { type: 'string', default: DEFAULT_FLAGS },
@@ -178,6 +185,7 @@ async function main(): Promise<void> {
   const settleMs = parseDuration('--settle', values.settle!, 0, 60_000);
   const fanoutMs = parseDuration('--fanout', values.fanout!, 0, 60_000);
   const batch = parseIntFlag('--batch', values.batch!, 1, 10_000);
+  const inflight = parseIntFlag('--inflight', values.inflight!, 1, 16);
   const latencyMs = parseDuration('--latency', values.latency!, 0, 120_000);
   const rate = parseIntFlag('--rate', values.rate!, 1, 20_000);
 
@@ -331,14 +339,22 @@ async function main(): Promise<void> {
     const c0 = await waitMessage(cl, 'count');
     const t0 = performance.now();
     const cpu0 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    const others0 = [cpuTicks(cl.pid!), cpuTicks(process.pid)];
     let sent = 0;
-    while (performance.now() - t0 < fanoutMs) {
-      let body = '';
-      for (let j = 0; j < batch; j++) body += `{"id":${1 + Math.floor(Math.random() * conns)},"msg":"Fake message Num = ${sent + j}"}\n`;
-      const res = await fetch(`http://127.0.0.1:${control}/send`, { method: 'POST', body });
-      await res.arrayBuffer();
-      sent += batch;
-    }
+    // `inflight` publishers back to back, each on its own keep-alive connection: with one, the server sat idle while
+    // its answer travelled and the next batch was built (61-79% of a core busy at 42k msgs/s, client 28%,
+    // publisher 8%), so the figure was the round trip's, not the server's.
+    const publishLoop = async (): Promise<void> => {
+      while (performance.now() - t0 < fanoutMs) {
+        let body = '';
+        const first = sent;
+        sent += batch;
+        for (let j = 0; j < batch; j++) body += `{"id":${1 + Math.floor(Math.random() * conns)},"msg":"Fake message Num = ${first + j}"}\n`;
+        const res = await fetch(`http://127.0.0.1:${control}/send`, { method: 'POST', body });
+        await res.arrayBuffer();
+      }
+    };
+    await Promise.all(Array.from({ length: inflight }, publishLoop));
     const tPub = performance.now() - t0;
     let c1 = c0;
     for (let i = 0; i < 200; i++) {
@@ -350,15 +366,17 @@ async function main(): Promise<void> {
     }
     const tAll = performance.now() - t0;
     const cpu1 = readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ');
+    const others1 = [cpuTicks(cl.pid!), cpuTicks(process.pid)];
     const uticks = Number(cpu1[13]) - Number(cpu0[13]);
     const sticks = Number(cpu1[14]) - Number(cpu0[14]);
     const ticks = uticks + sticks;
     const got = c1.chunks! - c0.chunks!;
     fan =
-      `fan-out: ${sent} messages in NDJSON batches of ${batch} over ${(tPub / 1000).toFixed(1)} s to random ids of ${conns}; ` +
+      `fan-out: ${sent} messages in NDJSON batches of ${batch} (${inflight} in flight) over ${(tPub / 1000).toFixed(1)} s to random ids of ${conns}; ` +
       `client received ${got} chunks by ${(tAll / 1000).toFixed(1)} s = ${Math.round(got / (tAll / 1000))} msgs/s delivered; ` +
       `server CPU ${((ticks / 100 / (tAll / 1000)) * 100).toFixed(0)}% (user ${((uticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%, system ${((sticks / 100 / (tAll / 1000)) * 100).toFixed(0)}%) = ` +
-      `${((ticks * 10_000) / got).toFixed(2)} µs of server CPU per delivered message (user ${((uticks * 10_000) / got).toFixed(2)}, system ${((sticks * 10_000) / got).toFixed(2)})\n`;
+      `${((ticks * 10_000) / got).toFixed(2)} µs of server CPU per delivered message (user ${((uticks * 10_000) / got).toFixed(2)}, system ${((sticks * 10_000) / got).toFixed(2)}); ` +
+      `client CPU ${(((others1[0]! - others0[0]!) / 100 / (tAll / 1000)) * 100).toFixed(0)}%, publisher CPU ${(((others1[1]! - others0[1]!) / 100 / (tAll / 1000)) * 100).toFixed(0)}%\n`;
   }
   const st = await stats();
 
