@@ -3,10 +3,12 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import {
-  portRanges, portFilter, loadSockDiag, NetlinkSource, ProcSource, openSocketSource, SocketSourceError,
+  portRanges, portFilter, loadSockDiag, NetlinkSource, ProcSource, openSocketSource, SocketSourceError, nativeFdReader,
   AF_INET, AF_INET6, BC_JMP, BC_S_EQ, BC_S_GE, BC_S_LE, type SocketSource,
 } from './netlink.js';
-import { InodeTable, FLAG_ESTABLISHED, FLAG_PRESENT } from './tcptable.js';
+import { InodeTable, SocketOwnership, fsFdReader, FLAG_ESTABLISHED, FLAG_PRESENT, type FdReader } from './tcptable.js';
+import { readStat } from './proc.js';
+import { statSync } from 'node:fs';
 
 /**
  * The kernel's two passes over a filter program, transcribed from net/ipv4/inet_diag.c: inet_diag_bc_audit (run
@@ -219,4 +221,94 @@ test('openSocketSource: proc on request, netlink in auto mode when built, and a 
     assert.match(openSocketSource('auto', gone, [8000]).note, /cannot read \/proc\/\d+\/ns\/net/);
     assert.throws(() => openSocketSource('netlink', gone, [8000]), { code: 'C1M_MEMLOG_NO_NETLINK' });
   }
+});
+
+// --- SocketOwnership with each fd reader: same cases. ---
+
+const readers: [string, FdReader][] = [['node:fs', fsFdReader]];
+if (addon.addon) readers.push(['addon', nativeFdReader(addon.addon)]);
+
+for (const [name, reader] of readers) {
+  test(`ownership (${name} fd reader): counts this process's sockets, lists a process again only when it changed`, async () => {
+    const s = await serve(20);
+    const me = [{ pid: process.pid, startTime: readStat(process.pid)!.startTime }];
+    const table = (): InodeTable => {
+      const t = new InodeTable();
+      new ProcSource('self', [s.port]).fill(t);
+      return t;
+    };
+    const own = new SocketOwnership(reader);
+    const first = own.count(me, table());
+    assert.equal(first.established, 20);
+    assert.equal(first.listed, 1);
+    assert.ok(first.readlinks >= 20 && first.fds >= 40, JSON.stringify(first));
+
+    // Nothing changed: counted from the cache without listing the fd directory (Linux 6.2+ reports the count).
+    const fdCountKnown = statSync(`/proc/${process.pid}/fd`).size > 0;
+    const second = own.count(me, table());
+    assert.deepEqual(second, fdCountKnown ? { established: 20, fds: 0, readlinks: 0, listed: 0 } : { ...second, established: 20, listed: 1 });
+
+    // Two more connections: the open-fd count changed, so the process is listed and only the new links are read.
+    const extra = [net.connect(s.port, '127.0.0.1'), net.connect(s.port, '127.0.0.1')];
+    sockets.push(...extra);
+    await Promise.all(extra.map((c) => once(c, 'connect')));
+    let third = own.count(me, table());
+    for (let tries = 0; third.established !== 22 && tries < 50; tries++) {
+      await new Promise((r) => setImmediate(r)); // the accept may not have run yet
+      third = own.count(me, table());
+    }
+    assert.equal(third.established, 22);
+    assert.equal(third.listed, 1);
+    assert.ok(third.readlinks < first.readlinks, JSON.stringify(third));
+
+    // A closed connection leaves the table: noticed even though the fd count may be back where it was.
+    const closed = once(s.accepted[0]!, 'close');
+    s.accepted[0]!.destroy();
+    await closed;
+    assert.equal(own.count(me, table()).established, 21);
+  });
+}
+
+test('the addon fd reader agrees with node:fs and names errno codes', { timeout: 10_000 }, () => {
+  if (!addon.addon) {
+    assert.equal(process.env.C1M_NO_NATIVE, '1');
+    return;
+  }
+  const native = nativeFdReader(addon.addon);
+  const a = Array.from(native.listFds(process.pid)).sort((x, y) => x - y);
+  const b = Array.from(fsFdReader.listFds(process.pid)).sort((x, y) => x - y);
+  // The fs listing opens one fd of its own (the directory), and so does the addon's: compare without it.
+  const common = a.filter((fd) => b.includes(fd));
+  assert.ok(common.length >= Math.min(a.length, b.length) - 1, `${a} vs ${b}`);
+  const fds = Int32Array.from(common);
+  assert.deepEqual(Array.from(native.socketInodes(process.pid, fds)), Array.from(fsFdReader.socketInodes(process.pid, fds)));
+  assert.throws(() => native.listFds(2 ** 22 + 7), { code: 'ENOENT' });
+  assert.deepEqual(Array.from(native.socketInodes(2 ** 22 + 7, Int32Array.from([0, 1]))), [0, 0]);
+  assert.throws(() => addon.addon!.socketInodes(process.pid, new Uint32Array(2) as unknown as Int32Array), { code: 'SOCKDIAG_BAD_ARGS' });
+  assert.throws(() => addon.addon!.listFds(0), { code: 'SOCKDIAG_BAD_ARGS' });
+});
+
+test('netlink: a family without a listener on the ports is not walked, except on the periodic full sample', async () => {
+  if (!addon.addon) {
+    assert.equal(process.env.C1M_NO_NATIVE, '1');
+    return;
+  }
+  const real = addon.addon;
+  const calls: string[] = [];
+  const spy = { ...real, dump: (family: number, states: number, bc: Uint8Array | null) => {
+    calls.push(`${family === AF_INET ? 'v4' : 'v6'}:${states === 1 << 1 ? 'est' : 'listen'}`);
+    return real.dump(family, states, bc);
+  } };
+  const s = await serve(6); // IPv4 only
+  const source = new NetlinkSource(spy, [s.port]);
+  assert.equal(source.fill(new InodeTable()), 6);
+  assert.deepEqual(calls.splice(0), ['v4:est', 'v6:est']); // first sample: both families
+  assert.equal(source.fill(new InodeTable()), 6);
+  assert.deepEqual(calls.splice(0), ['v4:est', 'v6:listen']); // v4 had connections; v6 has no listener: not walked
+  const v6 = await serve(3, '::1');
+  const both = new NetlinkSource(spy, [s.port, v6.port]);
+  both.fill(new InodeTable());
+  calls.length = 0;
+  assert.equal(both.fill(new InodeTable()), 9);
+  assert.deepEqual(calls, ['v4:est', 'v6:est']);
 });

@@ -6,7 +6,7 @@ import type { Writable } from 'node:stream';
 import { type LogRow, encodeRow, headerLine, commentLine, formatDate } from './row.js';
 import { readStat, readPssKb, processTree, pgrep, ancestors, isGone, kernelPageSize, readTcpMemKb, readCmdline, CLOCK_TICKS_PER_SEC, type ProcStat } from './proc.js';
 import { InodeTable, SocketOwnership } from './tcptable.js';
-import { openSocketSource, SocketSourceError, type SocketsMode } from './netlink.js';
+import { openSocketSource, bestFdReader, SocketSourceError, type SocketsMode } from './netlink.js';
 
 /** Limits of the recorder's options, named once (the CLI reports them in its errors). */
 export const RECORDER_LIMITS = {
@@ -156,7 +156,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   write(commentLine(`memlog record pid=${pid} (${cmd}) ports=${ports.join(',')} interval=${intervalMs / 1000}s tree=${tree ? 'on' : 'off'} sockets=${source.name} host=${hostname()} started ${new Date().toISOString()}`));
 
   const table = new InodeTable();
-  const ownership = new SocketOwnership();
+  const ownership = new SocketOwnership(bestFdReader());
   const prevTicks = new Map<string, number>();
   let prevAt = 0;
   const rows: LogRow[] = [];

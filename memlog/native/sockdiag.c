@@ -8,6 +8,8 @@
 // (memlog/netlink.ts). Linux only.
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -192,10 +194,145 @@ static napi_value js_dump(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// --- /proc/<pid>/fd without a string per fd ---
+//
+// fs.readdirSync makes a JS string for each of a process's fds, and libuv sorts them: ~0.9 us an fd, ~0.9 s for a
+// million. Here getdents64 fills a buffer and the names become integers in place.
+
+// The record getdents64(2) returns (its man page's definition; glibc's dirent64 needs _GNU_SOURCE).
+struct linux_dirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+// Reads a pid's fd directory into `out` (fd numbers, unsorted); returns 0 or a positive errno.
+static int list_fds(int pid, inodes_t *out) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return errno;
+  static __thread char *buf;
+  if (!buf && !(buf = malloc(RECV_BYTES * 4))) {
+    close(dir);
+    return ENOMEM;
+  }
+  int err = 0;
+  for (;;) {
+    long n = syscall(SYS_getdents64, dir, buf, RECV_BYTES * 4);
+    if (n < 0) {
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    for (long at = 0; at < n;) {
+      struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + at);
+      at += d->d_reclen;
+      const char *c = d->d_name;
+      if (*c < '0' || *c > '9') continue;  // "." and ".."
+      uint32_t fd = 0;
+      while (*c >= '0' && *c <= '9') fd = fd * 10 + (uint32_t)(*c++ - '0');
+      if (push(out, fd) != 0) {
+        err = ENOMEM;
+        break;
+      }
+    }
+    if (err) break;
+  }
+  close(dir);
+  return err;
+}
+
+// Reads each fd's link and returns the socket inode ("socket:[N]"), or 0 for other files and closed fds.
+static int socket_inodes(int pid, const int32_t *fds, size_t n, uint32_t *out) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd", pid);
+  int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return errno;
+  char name[16], link[64];
+  for (size_t i = 0; i < n; i++) {
+    out[i] = 0;
+    snprintf(name, sizeof name, "%d", fds[i]);
+    ssize_t len = readlinkat(dir, name, link, sizeof link - 1);
+    if (len < 9 || memcmp(link, "socket:[", 8) != 0) continue;
+    uint32_t ino = 0;
+    for (ssize_t k = 8; k < len && link[k] >= '0' && link[k] <= '9'; k++) ino = ino * 10 + (uint32_t)(link[k] - '0');
+    out[i] = ino;
+  }
+  close(dir);
+  return 0;
+}
+
+static int get_pid(napi_env env, napi_value v, int32_t *pid) {
+  if (napi_get_value_int32(env, v, pid) != napi_ok || *pid < 1) {
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag: pid must be a positive integer");
+    return -1;
+  }
+  return 0;
+}
+
+// listFds(pid) → Int32Array of the pid's open fd numbers; throws SOCKDIAG_ERRNO_<n> (ENOENT: process gone).
+static napi_value js_list_fds(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t pid;
+  if (argc < 1 || get_pid(env, argv[0], &pid) != 0) return NULL;
+  inodes_t a = {0};
+  int err = list_fds(pid, &a);
+  if (err) {
+    free(a.v);
+    return throw_errno(env, "listing /proc/<pid>/fd", err);
+  }
+  napi_value ab, result;
+  void *dst;
+  if (napi_create_arraybuffer(env, a.n * sizeof(int32_t), &dst, &ab) != napi_ok) {
+    free(a.v);
+    return NULL;
+  }
+  if (a.n) memcpy(dst, a.v, a.n * sizeof(int32_t));
+  free(a.v);
+  napi_create_typedarray(env, napi_int32_array, a.n, ab, 0, &result);
+  return result;
+}
+
+// socketInodes(pid, fds: Int32Array) → Uint32Array: the socket inode behind each fd, 0 when not a socket or closed.
+static napi_value js_socket_inodes(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t pid;
+  if (argc < 2 || get_pid(env, argv[0], &pid) != 0) return NULL;
+  bool is_ta = false;
+  napi_is_typedarray(env, argv[1], &is_ta);
+  napi_typedarray_type tt;
+  size_t n = 0;
+  void *data = NULL;
+  if (!is_ta || napi_get_typedarray_info(env, argv[1], &tt, &n, &data, NULL, NULL) != napi_ok || tt != napi_int32_array) {
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.socketInodes: fds must be an Int32Array");
+    return NULL;
+  }
+  napi_value ab, result;
+  void *dst;
+  if (napi_create_arraybuffer(env, n * sizeof(uint32_t), &dst, &ab) != napi_ok) return NULL;
+  int err = socket_inodes(pid, data, n, dst);
+  if (err) return throw_errno(env, "opening /proc/<pid>/fd", err);
+  napi_create_typedarray(env, napi_uint32_array, n, ab, 0, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_create_function(env, "dump", NAPI_AUTO_LENGTH, js_dump, NULL, &fn);
-  napi_set_named_property(env, exports, "dump", fn);
+  const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {{"dump", js_dump}, {"listFds", js_list_fds}, {"socketInodes", js_socket_inodes}};
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
   return exports;
 }
 
