@@ -246,7 +246,10 @@ for (const [name, reader] of readers) {
     // Nothing changed: counted from the cache without listing the fd directory (Linux 6.2+ reports the count).
     const fdCountKnown = statSync(`/proc/${process.pid}/fd`).size > 0;
     const second = own.count(me, table());
-    assert.deepEqual(second, fdCountKnown ? { established: 20, fds: 0, readlinks: 0, listed: 0 } : { ...second, established: 20, listed: 1 });
+    assert.equal(second.established, 20);
+    // Links read: only this sample's rolling recheck slice (fd % LINK_RECHECK_EVERY), a handful at most.
+    if (fdCountKnown) assert.ok(second.listed === 0 && second.fds === 0 && second.readlinks <= 2, JSON.stringify(second));
+    else assert.equal(second.listed, 1);
 
     // Two more connections: the open-fd count changed, so the process is listed and only the new links are read.
     const extra = [net.connect(s.port, '127.0.0.1'), net.connect(s.port, '127.0.0.1')];

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { FLAG_ESTABLISHED, FLAG_PRESENT, FULL_RESCAN_EVERY, TcpTableScanner, fsFdReader, type FdReader, type InodeTable } from './tcptable.js';
+import { FLAG_ESTABLISHED, FLAG_PRESENT, FULL_RESCAN_EVERY, TcpTableScanner, fsFdReader, openFdCount, type FdReader, type InodeTable } from './tcptable.js';
 
 /** Address families as the kernel numbers them. */
 export const AF_INET = 2;
@@ -51,6 +51,7 @@ function withErrnoName(err: unknown): unknown {
 /** SocketOwnership's fd reader on the addon: one call per process instead of a string and a syscall per fd. */
 export function nativeFdReader(addon: SockDiag): FdReader {
   return {
+    openCount: openFdCount,
     listFds(pid) {
       try {
         return addon.listFds(pid);

@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TcpTableScanner, InodeTable, FLAG_PRESENT, FLAG_ESTABLISHED, FLAG_COUNTED, type ScanCounts } from './tcptable.js';
+import {
+  TcpTableScanner, InodeTable, SocketOwnership, FLAG_PRESENT, FLAG_ESTABLISHED, FLAG_COUNTED, FULL_RESCAN_EVERY, LINK_RECHECK_EVERY,
+  type ScanCounts, type FdReader, type OwnershipCounts,
+} from './tcptable.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'memlog-tcptable-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -79,4 +82,74 @@ test('InodeTable: flags OR together, clearFlag, clear; inodes up to 2^32-1', () 
   t.clear();
   assert.equal(t.size, 0);
   assert.equal(t.get(4294967295), 0);
+});
+
+/** A process's fd table as SocketOwnership sees it through FdReader, with every call counted. */
+class FakeFds implements FdReader {
+  fds = new Map<number, number>(); // fd → socket inode (0: a file)
+  countKnown = true;
+  calls = { list: 0, links: 0 };
+  openCount(): number {
+    return this.countKnown ? this.fds.size : 0;
+  }
+  listFds(): number[] {
+    this.calls.list++;
+    return [...this.fds.keys()];
+  }
+  socketInodes(_pid: number, fds: Int32Array): Uint32Array {
+    this.calls.links += fds.length;
+    return Uint32Array.from(fds, (fd) => this.fds.get(fd) ?? 0);
+  }
+}
+
+test('SocketOwnership: lists a process only when it may have changed, and re-reads stale links within LINK_RECHECK_EVERY samples', () => {
+  const fake = new FakeFds();
+  const own = new SocketOwnership(fake);
+  const procs = [{ pid: 4242, startTime: 1 }];
+  const established = new Set<number>();
+  const sample = (): OwnershipCounts => {
+    const t = new InodeTable();
+    for (const ino of established) t.add(ino, FLAG_PRESENT | FLAG_ESTABLISHED);
+    return own.count(procs, t);
+  };
+  fake.fds.set(0, 0).set(1, 0); // two files
+  for (let fd = 10; fd < 20; fd++) {
+    fake.fds.set(fd, 1000 + fd);
+    established.add(1000 + fd);
+  }
+  // First sample: listed, every link read.
+  assert.deepEqual(sample(), { established: 10, fds: 12, readlinks: 12, listed: 1 });
+  // Unchanged: counted from the cache, nothing listed (this sample's recheck slice holds no cached fd).
+  let s = sample();
+  assert.deepEqual([s.established, s.listed], [10, 0]);
+  // A socket closes (leaves the table) and a new one takes its fd number: the count is the same, the stale
+  // cached inode gives it away, the process is listed again and only that link is re-read.
+  established.delete(1012);
+  fake.fds.set(12, 5012);
+  established.add(5012);
+  fake.calls.links = 0;
+  s = sample();
+  assert.deepEqual([s.established, s.listed], [10, 1]);
+  assert.equal(fake.calls.links, 3); // fd 12 and the two files (files are never cached)
+  // A new connection: the open-fd count changed.
+  fake.fds.set(20, 1020);
+  established.add(1020);
+  s = sample();
+  assert.deepEqual([s.established, s.listed], [11, 1]);
+  // Without a known fd count (kernels before 6.2) every sample lists.
+  fake.countKnown = false;
+  assert.equal(sample().listed, 1);
+  fake.countKnown = true;
+  sample(); // re-prime openBefore
+
+  // The rare stale entry: fd 13's socket lives on in another process (still established) while fd 13 here now
+  // holds a file. Neither the fd count nor the table shows it (the periodic listing does not re-read a link whose
+  // socket is still in the table); the rolling link recheck fixes it within LINK_RECHECK_EVERY samples.
+  assert.equal(sample().established, 11);
+  fake.fds.set(13, 0);
+  let fixedAfter = -1;
+  for (let i = 1; i <= LINK_RECHECK_EVERY + FULL_RESCAN_EVERY && fixedAfter < 0; i++) {
+    if (sample().established === 10) fixedAfter = i;
+  }
+  assert.ok(fixedAfter > 0 && fixedAfter <= LINK_RECHECK_EVERY, `fixed after ${fixedAfter} samples`);
 });

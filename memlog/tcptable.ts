@@ -13,12 +13,12 @@
 // table lists sockets of every process on the host (the floodtest clients too, with the port on the remote side);
 // the inode match is what restricts the count to the watched tree.
 //
-// readlink() of a million fds costs more than the table scan, so SocketOwnership caches fd → inode per process
-// and re-reads a link only when its cached inode has left the table (the socket closed, so the fd number may have
-// been reused), for fds that are not TCP sockets (few: files, pipes, the epoll fd), and for all fds every
-// FULL_RESCAN_EVERY samples, which bounds how long a rare stale entry (a socket closed here but kept alive by a
-// dup() elsewhere, its fd number reused) can last. Even listing the fd directory costs the kernel ~0.6 µs an fd,
-// so an unchanged process is not listed at all (see SocketOwnership).
+// readlink() of a million fds costs more than the table scan (~3-5 µs each), so SocketOwnership caches fd → inode
+// per process and re-reads a link only when its cached inode has left the table (the socket closed, so the fd
+// number may have been reused), for fds that are not TCP sockets (few: files, pipes, the epoll fd), and for a
+// rolling 1/LINK_RECHECK_EVERY of the cached fds each sample, which bounds how long a rare stale entry (a socket
+// closed here but kept alive by a dup() or fork elsewhere, its fd number reused) can last. Even listing the fd
+// directory costs the kernel ~0.8 µs an fd, so an unchanged process is not listed at all (see SocketOwnership).
 
 import { openSync, readSync, closeSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 
@@ -31,8 +31,11 @@ export const FLAG_PRESENT = 1;
 export const FLAG_ESTABLISHED = 2;
 export const FLAG_COUNTED = 4;
 
-/** Re-read every fd link after this many samples even when the cache looks valid. */
+/** List every process's fd directory at least once per this many samples (staggered), even when it looks unchanged. */
 export const FULL_RESCAN_EVERY = 30;
+
+/** Re-read each cached fd link at least once per this many samples: 1/LINK_RECHECK_EVERY of the fds per sample. */
+export const LINK_RECHECK_EVERY = 300;
 
 /** Bytes read from /proc per read() call: big enough that a 1M-line table takes ~150 calls. */
 export const READ_CHUNK_BYTES = 1 << 20;
@@ -241,6 +244,8 @@ export interface OwnershipCounts {
 
 /** How SocketOwnership reads /proc/<pid>/fd: plain node:fs here, the netlink addon's batch calls in netlink.ts. */
 export interface FdReader {
+  /** How many fds the pid has open, without listing them; 0 when unknown (then the process is always listed). */
+  openCount(pid: number): number;
   /** The pid's open fd numbers, any order; throws ENOENT/ESRCH when the process is gone. */
   listFds(pid: number): ArrayLike<number>;
   /** The socket inode behind each fd (0: not a socket, or closed since it was listed). */
@@ -249,6 +254,7 @@ export interface FdReader {
 
 /** FdReader on node:fs (a string per fd: ~0.9 µs per listed fd, ~5 µs per readlink). */
 export const fsFdReader: FdReader = {
+  openCount: openFdCount,
   listFds(pid) {
     return readdirSync(`/proc/${pid}/fd`).map(Number);
   },
@@ -269,7 +275,7 @@ export const fsFdReader: FdReader = {
 };
 
 /** Open fds of a process without listing them: st_size of /proc/<pid>/fd (Linux 6.2+; 0 before, meaning unknown). */
-function openFdCount(pid: number): number {
+export function openFdCount(pid: number): number {
   try {
     return statSync(`/proc/${pid}/fd`).size;
   } catch {
@@ -295,8 +301,8 @@ interface FdCache {
  * changed, so a process is listed again only when it may have changed: its open-fd count (st_size of the
  * directory, Linux 6.2+) differs from the last listing, or one of its cached sockets has left the table (closed,
  * so its fd number may now hold a new socket). Otherwise its cached fds are counted as they are. A change that
- * keeps the count (a file closed and a socket opened in the same interval) waits for the process's full rescan,
- * every FULL_RESCAN_EVERY samples, staggered across processes so no one sample pays for all of them.
+ * keeps the count (a file closed and a socket opened in the same interval) waits for the process's next listing,
+ * at most FULL_RESCAN_EVERY samples away, staggered across processes so no one sample pays for all of them.
  */
 export class SocketOwnership {
   private readonly caches = new Map<number, FdCache>();
@@ -321,18 +327,32 @@ export class SocketOwnership {
         this.caches.set(pid, cache);
       }
       const full = (sample + p) % FULL_RESCAN_EVERY === 0;
-      const open = openFdCount(pid);
-      if (!full && cache.listed >= 0 && open > 0 && open === cache.openBefore && this.countCached(cache, table, out)) continue;
+      const open = this.fds.openCount(pid);
+      if (!full && cache.listed >= 0 && open > 0 && open === cache.openBefore && this.countCached(pid, cache, table, out, sample % LINK_RECHECK_EVERY)) continue;
       cache.openBefore = open;
-      this.listAndCount(pid, cache, full, table, out);
+      this.listAndCount(pid, cache, table, out);
     }
     for (const pid of this.caches.keys()) if (!live.has(pid)) this.caches.delete(pid);
     return out;
   }
 
   /** Counts a process's cached sockets; false (stop, list it) when one has left the table. */
-  private countCached(cache: FdCache, table: InodeTable, out: OwnershipCounts): boolean {
+  private countCached(pid: number, cache: FdCache, table: InodeTable, out: OwnershipCounts, slice: number): boolean {
     const { list, listed, inodes } = cache;
+    // This sample's slice of cached links, re-read so a stale entry cannot outlive LINK_RECHECK_EVERY samples.
+    const recheck: number[] = [];
+    for (let k = 0; k < listed; k++) {
+      const fd = list[k]!;
+      if (fd % LINK_RECHECK_EVERY === slice && inodes[fd] !== 0) recheck.push(fd);
+    }
+    if (recheck.length > 0) {
+      out.readlinks += recheck.length;
+      const fresh = this.fds.socketInodes(pid, Int32Array.from(recheck));
+      for (let k = 0; k < recheck.length; k++) {
+        const inode = fresh[k]!;
+        inodes[recheck[k]!] = inode !== 0 && table.get(inode) !== 0 ? inode : 0;
+      }
+    }
     for (let k = 0; k < listed; k++) {
       const inode = inodes[list[k]!]!;
       if (inode === 0) continue;
@@ -346,7 +366,7 @@ export class SocketOwnership {
     return true;
   }
 
-  private listAndCount(pid: number, cache: FdCache, full: boolean, table: InodeTable, out: OwnershipCounts): void {
+  private listAndCount(pid: number, cache: FdCache, table: InodeTable, out: OwnershipCounts): void {
     let fds: ArrayLike<number>;
     try {
       fds = this.fds.listFds(pid);
@@ -371,11 +391,11 @@ export class SocketOwnership {
       grown.set(cache.inodes);
       cache.inodes = grown;
     }
-    // Links worth reading: every fd on a full rescan, else those whose cached socket is not in the table.
+    // Links worth reading: fds with no cached socket, or whose cached socket is not in the table any more.
     const need: number[] = [];
     for (let k = 0; k < fds.length; k++) {
       const fd = fds[k]!;
-      const inode = full ? 0 : cache.inodes[fd]!;
+      const inode = cache.inodes[fd]!;
       if (inode === 0 || table.get(inode) === 0) need.push(fd);
     }
     if (need.length > 0) {
