@@ -1,7 +1,7 @@
 // How long one memlog sample takes with up to a million real connections on this host (a script, not a test).
 //
 //   flock /tmp/c1m-bench.lock node dist/memlog/bench-1m.js [--conns 1000000] [--per 18000] [--base-port 21000]
-//       [--addrs 4] [--runs 5] [--record 20s] [--proc-runs 1]
+//       [--addrs 4] [--runs 5] [--record 20s] [--proc-runs 1] [--settle 30s]
 //
 // It builds a server tree like a comet server with workers: one root process and ceil(conns / per) children, child i
 // listening on 0.0.0.0:(base-port + i) and holding every connection it accepts (paused, nothing read or written).
@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { parseDuration, parseIntFlag } from '../lib/flags.js';
 import { InodeTable, SocketOwnership, FLAG_COUNTED } from './tcptable.js';
 import { loadSockDiag, NetlinkSource, ProcSource, nativeFdReader } from './netlink.js';
-import { processTree, readStat } from './proc.js';
+import { processTree, readStat, readPssKb } from './proc.js';
 import { startRecorder } from './recorder.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -41,6 +41,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '5' },
     'proc-runs': { type: 'string', default: '1' },
     record: { type: 'string', default: '20s' },
+    settle: { type: 'string', default: '30s' },
   },
 });
 
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
   const runs = parseIntFlag('--runs', values.runs!, 1, 50);
   const procRuns = parseIntFlag('--proc-runs', values['proc-runs']!, 0, 20);
   const recordMs = parseDuration('--record', values.record!, 0, 300_000);
+  const settleMs = parseDuration('--settle', values.settle!, 0, 300_000);
   const procs = Math.ceil(conns / per);
   if (base + procs - 1 > 65535) throw new Error(`--base-port ${base} + ${procs} holders passes port 65535`);
   const { addon, reason } = loadSockDiag();
@@ -198,6 +200,8 @@ async function main(): Promise<void> {
       if (established >= opened) break;
       await new Promise((r) => setTimeout(r, 200));
     }
+    // Let the ramp's CPU backlog drain before timing anything.
+    await new Promise((r) => setTimeout(r, settleMs));
     const treePids = processTree(tree.pid!);
     say(`# ${opened} connections opened (${failed} failed) in ${rampS.toFixed(1)} s = ${Math.round(opened / rampS)}/s; ${established} established on ports ${base}-${base + procs - 1}; ` +
       `tree ${treePids.length} processes (holders ${pids.length}); ${sockstat()}; MemAvailable ${avail0} → ${memAvailMB()} MB`);
@@ -242,6 +246,10 @@ async function main(): Promise<void> {
     });
     say(`for comparison: listing every fd directory of the tree (addon getdents64)\t${relist.result} fds\t${fmt(relist.ms)}`);
 
+    const walk = timeIt(runs, () => processTree(tree.pid!).length);
+    say(`process tree walk (/proc children files)\t${walk.result} processes\t${fmt(walk.ms)}`);
+    const pss = timeIt(runs, () => treePids.reduce((n, pid) => n + (readPssKb(pid) ?? 0), 0));
+    say(`PSS of every tree process (smaps_rollup)\t${Math.round(pss.result / 1024)} MB\t${fmt(pss.ms)}`);
     const rec = startRecorder({ pid: tree.pid!, ports, intervalMs: 3_600_000, out: null, sockets: 'netlink' });
     const whole = timeIt(runs, () => rec.sampleNow()!.conns);
     say(`whole recorder sample, netlink (stat, PSS of ${treePids.length} processes, tree, sockstat, connections)\t${whole.result}\t${fmt(whole.ms)}`);
