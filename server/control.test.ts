@@ -1,9 +1,11 @@
 // The control API on real sockets: publishing, NDJSON batches, limits, token auth, stats and metrics.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ServerConfigError, startCometServer, type CometServer } from './index.js';
-import { isLoopback } from './control.js';
+import { isLoopback, startControl } from './control.js';
+import { DEFAULT_LIMITS } from './limits.js';
 import { htmlChunk, openStream, type RawClient } from './testkit.js';
 
 const STATS_FIELDS = [
@@ -186,5 +188,66 @@ describe('control API configuration', () => {
 
   it('refuses out-of-range limits with the name and range', async () => {
     await assert.rejects(startCometServer({ port: 0, controlPort: 0, host: '127.0.0.1', heartbeatMs: 5 }), /heartbeatMs = 5 is out of range \(100 to 3600000\)/);
+  });
+});
+
+describe('control API NDJSON answers from a publisher that answers late or refuses', () => {
+  // A bus-like target: answers arrive out of order, and ids >= 900 are refused with a 503 (as a bus that is down).
+  const published: number[] = [];
+  const target = {
+    publish(id: number, msg: string): Promise<number> {
+      return new Promise((resolve, reject) => {
+        setTimeout(() => {
+          if (id >= 900) reject(Object.assign(new Error(`bus down for ${id}`), { status: 503 }));
+          else {
+            published.push(id);
+            resolve(msg.length);
+          }
+        }, (id * 7) % 5);
+      });
+    },
+    stats: () => ({}) as never,
+  };
+  let server: http.Server;
+  let base: string;
+  before(async () => {
+    const started = await startControl(target, { host: '127.0.0.1', port: 0, token: null, limits: DEFAULT_LIMITS, onUnauthorized: () => undefined });
+    server = started.server;
+    base = `http://127.0.0.1:${started.port}`;
+  });
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('sums every answer whatever order they come in', async () => {
+    const lines = Array.from({ length: 200 }, (_, i) => JSON.stringify({ id: i, msg: 'x'.repeat(i % 3) }));
+    const r = await fetch(`${base}/send`, { method: 'POST', body: lines.join('\n') });
+    assert.equal(r.status, 200);
+    const expected = Array.from({ length: 200 }, (_, i) => i % 3).reduce((a, b) => a + b, 0);
+    assert.deepEqual(await r.json(), { accepted: 200, delivered: expected });
+    assert.equal(published.length, 200);
+  });
+
+  it('names the first refused line, counts the others, and says what was applied', async () => {
+    const body = ['{"id":1,"msg":"ab"}', '{"id":901,"msg":"x"}', '{"id":2,"msg":"c"}', '{"id":902,"msg":"y"}', ''].join('\n');
+    const r = await fetch(`${base}/send`, { method: 'POST', body });
+    assert.equal(r.status, 503);
+    const doc = (await r.json()) as Record<string, unknown>;
+    assert.equal(doc.error, 'line 2: bus down for 901');
+    assert.equal(doc.line, 2);
+    assert.equal(doc.accepted, 2);
+    assert.equal(doc.delivered, 3);
+    assert.equal(doc.failed, 2);
+    assert.equal(doc.applied, '2 line(s) were applied; line 2 and 1 other line(s) failed');
+  });
+
+  it('a bad line after a refused one: the refusal is named, and the bad line and those after it are not applied', async () => {
+    const before = published.length;
+    const body = ['{"id":903,"msg":"x"}', '{"id":3,"msg":"c"}', 'not json', '{"id":4,"msg":"never"}'].join('\n');
+    const r = await fetch(`${base}/send`, { method: 'POST', body });
+    assert.equal(r.status, 503);
+    const doc = (await r.json()) as Record<string, unknown>;
+    assert.equal(doc.line, 1);
+    assert.equal(doc.accepted, 1);
+    assert.match(String(doc.applied), /^1 line\(s\) were applied; line 1 failed; line 3 is bad \(not valid JSON\) and it and the lines after it were not applied$/);
+    assert.deepEqual(published.slice(before), [3]);
   });
 });

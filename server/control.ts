@@ -129,17 +129,41 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
     // Lines are handed to the router in order without waiting for each answer: a bus (Redis) answers a round trip
     // later, and waiting line by line would make a batch of N lines cost N round trips. The answers are gathered
     // before replying (and before reporting a bad line, so `accepted` covers exactly the lines before it).
-    // Each promise gets its handlers at once, so an early failure is never an unhandled rejection.
-    const sent: Array<Promise<{ n: number; reached?: number; err?: unknown }>> = [];
+    // Each promise gets its handlers at once, so an early failure is never an unhandled rejection. The handlers are
+    // two functions per batch, not per line: a batch of 1,000 lines used to hold 1,000 closures, derived promises
+    // and result objects (and Promise.all's own per-element ones) until it settled, and at fan-out rates they
+    // outlived scavenges and were promoted, feeding mark-compacts. Which lines failed is looked up only on failure.
+    const sent: Array<Promise<number>> = [];
+    const lineOf: number[] = [];
+    let accepted = 0;
+    let delivered = 0;
+    let failures = 0;
+    let pending = 0;
+    let wake: (() => void) | null = null;
+    const done = (): void => {
+      if (--pending === 0 && wake !== null) wake();
+    };
+    const ok = (reached: number): void => {
+      accepted++;
+      delivered += reached;
+      done();
+    };
+    const bad = (): void => {
+      failures++;
+      done();
+    };
     const settle = async (): Promise<{ accepted: number; delivered: number; failed: Array<{ n: number; err: unknown }> }> => {
-      let accepted = 0;
-      let delivered = 0;
+      if (pending > 0) await new Promise<void>((resolve) => (wake = resolve));
+      wake = null;
       const failed: Array<{ n: number; err: unknown }> = [];
-      for (const r of await Promise.all(sent)) {
-        if (r.err === undefined) {
-          accepted++;
-          delivered += r.reached!;
-        } else failed.push({ n: r.n, err: r.err });
+      if (failures > 0) {
+        for (let k = 0; k < sent.length; k++) {
+          try {
+            await sent[k];
+          } catch (err) {
+            failed.push({ n: lineOf[k]!, err });
+          }
+        }
       }
       return { accepted, delivered, failed };
     };
@@ -174,7 +198,11 @@ export async function startControl(target: ControlTarget, opts: ControlOptions):
               : `the ${s.accepted} good line(s) before line ${n} were applied; line ${n} and the lines after it were not`,
         });
       }
-      sent.push(target.publish(rec.id, rec.msg).then((reached) => ({ n, reached }), (err: unknown) => ({ n, err })));
+      const p = target.publish(rec.id, rec.msg);
+      pending++;
+      p.then(ok, bad);
+      sent.push(p);
+      lineOf.push(n);
     }
     const s = await settle();
     if (s.failed.length > 0) throw refused(s, '');
@@ -262,8 +290,11 @@ function parseLine(line: string, maxMessageBytes: number): { id: number; msg: st
   else id = 'missing "id" (a non-negative integer)';
   if (typeof id === 'string') return `bad id: ${id}`;
   if (typeof msg !== 'string') return 'missing "msg" (a string)';
-  if (Buffer.byteLength(msg) > maxMessageBytes) return `msg longer than ${maxMessageBytes} bytes`;
-  return { id, msg };
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short messages need no byte count.
+  if (msg.length * 3 > maxMessageBytes && Buffer.byteLength(msg) > maxMessageBytes) return `msg longer than ${maxMessageBytes} bytes`;
+  // The parsed record itself, id normalized: one object less per line.
+  (rec as { id: number }).id = id;
+  return rec as { id: number; msg: string };
 }
 
 /** The HTTP status an error from the publish path asks for (`status` 4xx/5xx, e.g. BusDownError's 503), else 500. */

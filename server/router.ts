@@ -102,7 +102,9 @@ export class LocalRouter<C extends object> implements Router<C> {
     try {
       return this.deliver(msg, this.one);
     } finally {
-      this.one.clear();
+      // delete, not clear: clear() allocates a fresh hash table on every send; delete only marks the entry, and the
+      // table is rebuilt (same small size) once every few sends.
+      this.one.delete(conns);
     }
   }
 
