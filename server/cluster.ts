@@ -77,7 +77,10 @@ export async function startCluster(opts: ClusterOptions): Promise<CometCluster> 
   const listen = opts.listen ?? [{ host, port: opts.port ?? DEFAULT_PORT }];
   // --max-conns is the whole server's cap; round-robin keeps the workers even, so each gets its share.
   const perWorker = limits.maxConns > 0 ? Math.ceil(limits.maxConns / n) : 0;
-  const workerOpts: WorkerConfig['opts'] = { listen, limits: { ...limits, maxConns: perWorker }, control: false };
+  // Workers share the listening ports through node:cluster, which hands them net.Sockets: the wrap transport
+  // (its own bound socket per process) cannot take part, so workers use net.
+  if (opts.transport === 'wrap') throw new ServerConfigError('--transport wrap works with one process only; --workers uses net (or give --transport auto)');
+  const workerOpts: WorkerConfig['opts'] = { listen, limits: { ...limits, maxConns: perWorker }, control: false, transport: 'net' };
   const onEvent = opts.onEvent ?? (() => undefined);
 
   const startedAt = performance.now();
@@ -266,6 +269,7 @@ export async function startCluster(opts: ClusterOptions): Promise<CometCluster> 
     controlPort: control.port,
     host,
     controlHost,
+    transport: 'net',
     listening,
     stats,
     publish,

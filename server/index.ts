@@ -1,7 +1,6 @@
 // The reference comet server as a library: `startCometServer(opts)` starts the streaming listener, the router
 // and the control API, and returns a handle with the bound ports, live stats and a graceful `stop()`.
 import type http from 'node:http';
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { startControl, isLoopback } from './control.js';
 import {
@@ -16,7 +15,8 @@ import {
 import { LocalRouter, type Router, type RouterFactory } from './router.js';
 import { Counters, snapshot, type ServerStats } from './stats.js';
 import type { BusStats } from './router-redis.js';
-import { StreamServer, type Conn } from './stream.js';
+import { StreamServer, type Conn, type Transport } from './stream.js';
+import { wrapAvailable } from './wrap.js';
 
 export type { ServerStats } from './stats.js';
 export type { Limits } from './limits.js';
@@ -60,6 +60,26 @@ export interface CometServerOptions {
   listen?: Array<{ host: string; port: number }>;
   /** Start the control API (default true; a cluster worker has none: the primary serves it). */
   control?: boolean;
+  /**
+   * How the streaming port holds connections (`--transport`): 'wrap' drives libuv TCP handles directly (~1.2 KB less
+   * per connection, Node internals, see wrap.ts), 'net' uses net.Socket, 'auto' (default) is 'wrap' when this Node
+   * supports it. Overridden by C1M_TRANSPORT when the option is not given.
+   */
+  transport?: TransportOption;
+}
+
+/** A transport choice as given: a transport, or 'auto'. */
+export type TransportOption = Transport | 'auto';
+
+/** 'auto' → 'wrap' when available; an unknown name or an unavailable 'wrap' is a ServerConfigError. */
+export function resolveTransport(t: TransportOption): Transport {
+  if (t === 'auto') return wrapAvailable() ? 'wrap' : 'net';
+  if (t === 'net') return t;
+  if (t === 'wrap') {
+    if (!wrapAvailable()) throw new ServerConfigError(`--transport wrap: this Node (${process.version}) does not expose the TCP handle bindings; use --transport net`);
+    return t;
+  }
+  throw new ServerConfigError(`--transport: '${String(t)}' is not one of auto, wrap, net`);
 }
 
 /** A running server. */
@@ -74,6 +94,8 @@ export interface CometServer {
   listening: Array<{ host: string; port: number }>;
   /** Control address as given. */
   controlHost: string;
+  /** The streaming transport in use. */
+  transport: Transport;
   /** The current /stats document. */
   stats(): ServerStats;
   /**
@@ -131,7 +153,8 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   const { controlHost, token } = resolveControlAccess(opts);
   const startedAt = performance.now();
   const counters = new Counters();
-  const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters });
+  const transport = resolveTransport(opts.transport ?? (process.env.C1M_TRANSPORT as TransportOption | undefined) ?? 'auto');
+  const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters, transport });
   const router: Router<Conn> = await (opts.router ?? ((d) => new LocalRouter<Conn>(d)))(stream.deliver);
   stream.router = router;
 
@@ -153,26 +176,13 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   };
 
   let port: number;
-  // Extra listeners hand their sockets to the stream server's own connection handler: one set of streams and limits.
-  const extra: net.Server[] = [];
   const listening: Array<{ host: string; port: number }> = [];
   let control: { server: http.Server; port: number } | null = null;
   try {
     port = await stream.listen();
     listening.push({ host, port });
-    for (const l of (opts.listen ?? []).slice(1)) {
-      const srv = net.createServer({ noDelay: true }, (socket) => stream.server.emit('connection', socket));
-      extra.push(srv);
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen({ host: l.host, port: l.port, backlog: 4096 }, () => {
-          srv.off('error', reject);
-          srv.on('error', () => counters.acceptErrors++);
-          resolve();
-        });
-      });
-      listening.push({ host: l.host, port: (srv.address() as net.AddressInfo).port });
-    }
+    // More listeners feed the same streams and limits (and close with them).
+    for (const l of (opts.listen ?? []).slice(1)) listening.push({ host: l.host, port: await stream.listenMore(l.host, l.port) });
     if (opts.control !== false) {
       control = await startControl(
         { publish, stats },
@@ -180,7 +190,6 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
       );
     }
   } catch (err) {
-    for (const srv of extra) srv.close();
     await stream.stop(0);
     await router.close();
     throw err;
@@ -191,13 +200,11 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
     (stopping ??= (async () => {
       const controlClosed = control ? new Promise<void>((resolve) => control!.server.close(() => resolve())) : Promise.resolve();
       control?.server.closeIdleConnections();
-      const extraClosed = Promise.all(extra.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
       await stream.stop(limits.shutdownGraceMs);
       control?.server.closeAllConnections();
       await controlClosed;
-      await extraClosed;
       await router.close();
     })());
 
-  return { port, controlPort: control?.port ?? 0, host, controlHost, listening, stats, publish, stop };
+  return { port, controlPort: control?.port ?? 0, host, controlHost, transport, listening, stats, publish, stop };
 }

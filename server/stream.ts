@@ -21,7 +21,7 @@
 // (libuv allocates a read buffer only when bytes arrive, so an idle stream holds none), and a client that keeps
 // sending is cut. Nagle is off (noDelay): each tick's batch is one write and should leave at once.
 import net from 'node:net';
-import type { Socket } from 'node:net';
+import { WrapServer } from './wrap.js';
 import { performance } from 'node:perf_hooks';
 import { RequestParser, RequestError, type RequestHead } from './parser.js';
 import type { Limits } from './limits.js';
@@ -47,6 +47,37 @@ const K_HTML = 1; // chunked HTML stream (HTTP/1.1)
 const K_HTML_PLAIN = 2; // unchunked HTML stream (HTTP/1.0 client)
 const K_SSE = 3; // server-sent events
 const K_CLOSING = 4; // answered (error, HEAD, 503, stop); waiting for the client to close, or the linger deadline
+
+/**
+ * The socket operations this file uses. net.Socket has them, and so does wrap.ts's WrapSocket, the lean transport
+ * on bare libuv handles (~1.2 KB less per connection; see wrap.ts); StreamOptions.transport picks one.
+ */
+export interface Socket {
+  readonly destroyed: boolean;
+  /** Bytes queued and not yet handed to the kernel. */
+  readonly writableLength: number;
+  write(data: string | Buffer): boolean;
+  end(): void;
+  destroy(): void;
+  cork(): void;
+  uncork(): void;
+  on(event: 'data', fn: (this: TaggedSocket, chunk: Buffer) => void): unknown;
+  on(event: 'error', fn: (this: TaggedSocket, err: Error) => void): unknown;
+  on(event: 'close', fn: (this: TaggedSocket) => void): unknown;
+}
+
+/** What the streaming listener needs of a listening socket: net.Server, or wrap.ts's WrapServer. */
+interface Listener {
+  listen(opts: { host: string; port: number; backlog: number }, cb: () => void): unknown;
+  once(event: 'error', fn: (err: Error) => void): unknown;
+  on(event: 'error', fn: (err: Error) => void): unknown;
+  off(event: 'error', fn: (err: Error) => void): unknown;
+  address(): unknown;
+  close(cb: () => void): unknown;
+}
+
+/** How the streaming port holds its connections: 'wrap' (bare libuv handles) or 'net' (net.Socket). */
+export type Transport = 'wrap' | 'net';
 
 const kConn = Symbol('c1m.conn');
 type TaggedSocket = Socket & { [kConn]?: Conn };
@@ -77,6 +108,8 @@ export interface StreamOptions {
   port: number;
   limits: Limits;
   counters: Counters;
+  /** Default 'net'; startCometServer picks 'wrap' when this Node supports it (see wrap.ts). */
+  transport?: Transport;
 }
 
 /**
@@ -121,7 +154,9 @@ class Framed {
 
 /** The streaming listener; deliveries come from the router through `deliver`. */
 export class StreamServer {
-  readonly server: net.Server;
+  readonly server: Listener;
+  /** Listeners added by listenMore(), closed with the main one. */
+  private readonly more: Listener[] = [];
   router!: Router<Conn>;
   private readonly limits: Limits;
   private readonly c: Counters;
@@ -162,21 +197,40 @@ export class StreamServer {
       if (conn) self.closed(conn);
     };
     this.flushBound = () => this.flush();
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server = this.createListener();
+  }
+
+  /** A listening socket of this server's transport, handing its connections to accept(). */
+  private createListener(): Listener {
+    if (this.opts.transport === 'wrap') return new WrapServer((socket) => this.accept(socket));
+    return net.createServer({ noDelay: true }, (socket) => this.accept(socket as unknown as Socket));
   }
 
   /** Starts listening; resolves with the bound port. */
   listen(): Promise<number> {
+    return this.bind(this.server, this.opts.host, this.opts.port).then((port) => {
+      this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs).unref();
+      this.heartbeatTimer = setInterval(() => this.heartbeat(), this.limits.heartbeatMs).unref();
+      return port;
+    });
+  }
+
+  /** Listens on one more address (`--listen`), feeding the same streams and limits; resolves with the bound port. */
+  listenMore(host: string, port: number): Promise<number> {
+    const l = this.createListener();
+    this.more.push(l);
+    return this.bind(l, host, port);
+  }
+
+  private bind(l: Listener, host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
       const onErr = (err: Error): void => reject(err);
-      this.server.once('error', onErr);
-      this.server.listen({ host: this.opts.host, port: this.opts.port, backlog: 4096 }, () => {
-        this.server.off('error', onErr);
-        this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs).unref();
-        this.heartbeatTimer = setInterval(() => this.heartbeat(), this.limits.heartbeatMs).unref();
+      l.once('error', onErr);
+      l.listen({ host, port, backlog: 4096 }, () => {
+        l.off('error', onErr);
         // Accept failures (EMFILE at the open-files limit, ECONNABORTED) must not take the server down.
-        this.server.on('error', () => this.c.acceptErrors++);
-        resolve((this.server.address() as net.AddressInfo).port);
+        l.on('error', () => this.c.acceptErrors++);
+        resolve((l.address() as net.AddressInfo).port);
       });
     });
   }
@@ -478,7 +532,7 @@ export class StreamServer {
   async stop(graceMs = this.limits.shutdownGraceMs): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    const closedServer = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closedServer = Promise.all([this.server, ...this.more].map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
     if (this.flushScheduled) this.flush();
     for (const conn of this.live) {
       const socket = conn.socket;
