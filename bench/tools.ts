@@ -8,15 +8,13 @@ export const DIST_DIR = fileURLToPath(new URL('../', import.meta.url));
 /** The repository root (parent of dist/). */
 export const REPO_DIR = fileURLToPath(new URL('../../', import.meta.url));
 
-/** Node flags the reference server runs with (DEVELOPERS.md: ~20% lower peaks for ~3% CPU). */
-export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../server/node-flags.js';
 
-/**
- * Environment of the reference server child: one malloc arena (~5 MB less RSS at 10k streams, measured by
- * server/bench-mem). The server's shebang sets the same, but bench starts it as `node <flags> cli.js`.
- */
+export { SERVER_NODE_FLAGS };
+
+/** Environment of the reference server child: what its shebang sets (bench starts it as `node <flags> cli.js`). */
 export function serverEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, MALLOC_ARENA_MAX: '1' };
+  return { ...process.env, ...SERVER_ENV };
 }
 
 const cli = (tool: string): string => fileURLToPath(new URL(`../${tool}/cli.js`, import.meta.url));

@@ -21,7 +21,7 @@ import { nowMicros } from '../lib/marker.js';
 import { generateUrls, startFlood, useLeanHeap, type Sample, type Summary } from './index.js';
 
 const SERVER_CLI = fileURLToPath(new URL('../server/cli.js', import.meta.url));
-const SERVER_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
+import { SERVER_NODE_FLAGS as SERVER_FLAGS } from '../server/node-flags.js';
 
 // ---- child mode: one floodtest process that reports its own memory at rest and at N connections ----
 

@@ -17,7 +17,7 @@ import { LIMITS } from './engine.js';
 const MSGGEN = fileURLToPath(new URL('./cli.js', import.meta.url));
 const SERVER = fileURLToPath(new URL('../server/cli.js', import.meta.url));
 // The server's own shebang flags, so the figures match `comet-server` as users run it.
-const SERVER_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
+import { SERVER_NODE_FLAGS } from '../server/node-flags.js';
 const CLK_TCK = 100;
 
 const HELP = `Usage: node dist/msggen/bench.js [--duration 10s] [--steady 5m] [--only batch,single,steady]

@@ -3,7 +3,7 @@
 //
 //   flock /tmp/c1m-bench.lock node dist/server/bench-mem.js [--conns 10000] [--mid N/2] [--addrs 4] [--settle 3s]
 //       [--latency 10s] [--rate 1000] [--fanout 5s] [--batch 1000] [--inflight 2] [--node-arg=--cpu-prof ...]
-//       [--flags='--max-semi-space-size=1 --optimize-for-size'] [--env MALLOC_ARENA_MAX=1 ...] [--probe] [--gc-attrib]
+//       [--flags='<the server's flags, server/node-flags.ts>'] [--env MALLOC_ARENA_MAX=1 ...] [--probe] [--gc-attrib]
 //       [--client-flags='--no-memory-reducer --max-semi-space-size=32 --expose-gc']
 //   (--latency 0 / --fanout 0 skip those phases; --flags replaces the server's node flags, '' for none;
 //   --client-flags replaces the measuring client's node flags (see CLIENT_FLAGS; '' for node's defaults);
@@ -27,6 +27,7 @@ import { parseDuration, parseIntFlag } from '../lib/flags.js';
 import { createHistogram, encodeHistogram, formatMicros, mergeEncoded, recordLatency, summarize } from '../lib/histogram.js';
 import { findMarker, formatMessage, nowMicros } from '../lib/marker.js';
 import { GC_KINDS, gcPauses, startGcWatch, type GcPause } from './bench-gcwatch.js';
+import { SERVER_NODE_FLAGS } from './node-flags.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
@@ -34,7 +35,7 @@ const PROBE = fileURLToPath(new URL('./bench-probe.js', import.meta.url));
 const GCWATCH = fileURLToPath(new URL('./bench-gcwatch.js', import.meta.url));
 /** Messages slower than this (µs, send stamp → client read) are logged one by one for --gc-attrib. */
 const SLOW_US = 1000;
-const DEFAULT_FLAGS = '--max-semi-space-size=1 --optimize-for-size';
+const DEFAULT_FLAGS = SERVER_NODE_FLAGS.join(' ');
 /**
  * Node flags of the measuring client. It holds 10,000 sockets (a 17-30 MB old generation), and with node's defaults
  * its own GC landed in the latency figures: after the connection ramp the memory reducer ran mark-compacts of

@@ -32,7 +32,7 @@ import { startRedis, type TestRedis } from './redis-testkit.js';
 
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 const MSGGEN = fileURLToPath(new URL('../msggen/cli.js', import.meta.url));
-const SERVER_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
+import { SERVER_NODE_FLAGS as SERVER_FLAGS } from './node-flags.js';
 const DEADLINE_MS = 180_000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

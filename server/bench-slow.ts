@@ -40,6 +40,7 @@ import { parseArgs } from 'node:util';
 import { parseDuration, parseIntFlag, parseSize } from '../lib/flags.js';
 import { startFlood } from '../floodtest/index.js';
 import { startMsggen } from '../msggen/index.js';
+import { SERVER_NODE_FLAGS } from './node-flags.js';
 
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -76,7 +77,7 @@ export function tcpMemLimits(): [number, number, number] {
 
 /** Starts the server CLI in a child process and resolves once it printed its ready line. */
 export async function startServerCli(args: string[]): Promise<{ child: ChildProcess; port: number; control: number; stderr: () => string }> {
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', '--optimize-for-size', CLI, ...args], {
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, CLI, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, C1M_TOKEN: '' },
   });

@@ -2,8 +2,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { RawClient, htmlChunk, openStream, withTimeout } from './testkit.js';
+import { SERVER_NODE_FLAGS, SERVER_SHEBANG } from './node-flags.js';
 
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 
@@ -15,7 +17,7 @@ interface Run {
 }
 
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Run {
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', '--optimize-for-size', CLI, ...args], {
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, CLI, ...args], {
     env: { ...process.env, C1M_TOKEN: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -59,6 +61,11 @@ describe('comet-server CLI', () => {
       assert.match(r.stderr(), why);
       assert.equal(r.stderr().trim().split('\n').length, 1, 'one line');
     }
+  });
+
+  it('starts with the shebang that server/node-flags.ts describes (the flags every script uses)', () => {
+    const first = readFileSync(fileURLToPath(new URL('../../server/cli.ts', import.meta.url)), 'utf8').split('\n')[0];
+    assert.equal(first, SERVER_SHEBANG);
   });
 
   it('--help and --version print on stdout and exit 0', async () => {

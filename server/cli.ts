@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --optimize-for-size
+#!/usr/bin/env -S MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --optimize-for-size --max-opt=1
 // comet-server: the reference comet server's command line (flags → options, signals, exit codes).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
