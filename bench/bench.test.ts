@@ -11,6 +11,7 @@ import { parseLog } from '../memlog/row.js';
 import { benchOptions, PRESETS } from './options.js';
 import { buildUrls, serverProcsOf, startBench, type BenchHandle } from './run.js';
 import type { Summary } from './summary.js';
+import { SERVER_NODE_FLAGS } from '../server/node-flags.js';
 
 describe('buildUrls', () => {
   it('spreads ids 1..n round-robin over hosts, then ports', () => {
@@ -177,6 +178,11 @@ describe('c1m bench end to end', () => {
     assert.ok(manifest.preflight.snapshot.portRange.length === 2);
     assert.ok(manifest.phases.msgStart && manifest.phases.end);
     assert.match(readFileSync(join(dir, 'summary.md'), 'utf8'), /\*\*VERDICT: /);
+    // The server's flags and transport as it ran (its ready line), in the summary and the manifest.
+    const derived = (manifest as unknown as { derived: { serverNodeFlags: string[]; serverTransport: string } }).derived;
+    assert.deepEqual(derived.serverNodeFlags, [...SERVER_NODE_FLAGS]);
+    assert.equal(derived.serverTransport, 'wrap');
+    assert.match(readFileSync(join(dir, 'summary.md'), 'utf8'), new RegExp(`server: reference comet-server, node ${SERVER_NODE_FLAGS.join(' ')}, transport wrap`));
     // One progress line per second, each naming its phase.
     assert.ok(lines.some((l) => /^\[messages\] t=\d+s conns 300\/300/.test(l)), lines.join('\n'));
   });

@@ -17,7 +17,7 @@ import { machineCpu, machineInfo, type MachineInfo } from './machine.js';
 import { checkPreflight, formatReport, type PreflightReport, type ProcSnapshot } from './preflight.js';
 import { readSnapshot } from './procfs.js';
 import { computeSummary, formatSummaryMd, type CpuFigures, type FloodResult, type MemSample, type MsggenResult, type Phases, type ServerStats, type Summary } from './summary.js';
-import { floodtestArgs, memlogArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, REPO_DIR, serverArgs, serverEnv, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
+import { floodtestArgs, memlogArgs, msggenArgs, parseFloodLine, parseMsggenLine, parseReadyLine, REPO_DIR, SERVER_NODE_FLAGS, serverArgs, serverEnv, toolCli, type FloodRecord, type MsggenRecord } from './tools.js';
 import { writeRunCharts } from './charts.js';
 import { defaultClientProcs } from './topology.js';
 
@@ -184,6 +184,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   let serverPid = o.serverPid;
   let port: number | undefined;
   let controlPort: number | undefined;
+  let serverTransport: string | undefined;
   let lastStats: ServerStats | undefined;
   let statsBefore: ServerStats | undefined;
   let statsAfter: ServerStats | undefined;
@@ -254,8 +255,8 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     phase = 'server';
     const host = o.destHosts.length === 1 ? o.destHosts[0]! : '0.0.0.0';
     if (isReference) {
-      let readyResolve!: (v: { port: number; controlPort: number }) => void;
-      const ready = new Promise<{ port: number; controlPort: number }>((r) => (readyResolve = r));
+      let readyResolve!: (v: { port: number; controlPort: number; transport?: string }) => void;
+      const ready = new Promise<{ port: number; controlPort: number; transport?: string }>((r) => (readyResolve = r));
       server = await startChild('server', process.execPath, {
         args: serverArgs(host, o.serverFlags),
         env: serverEnv(),
@@ -269,6 +270,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
       const r = await guard(Promise.race([ready, timeoutReject(15_000, 'the server ready line')]), [server]);
       port = r.port;
       controlPort = r.controlPort;
+      serverTransport = r.transport;
     } else if (o.serverCmd !== undefined) {
       server = await startChild('server', o.serverCmd, { args: [], shell: true, stderrFile: file('server.log'), stdoutFile: file('server.out') });
       serverPid = server.pid;
@@ -466,7 +468,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     argv: o.argv,
     preset: o.preset ?? null,
     options: { ...o, log: undefined, argv: undefined },
-    derived: { msgRate, clientProcs, serverProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? serverArgs(host0(o)).slice(0, 2) : null },
+    derived: { msgRate, clientProcs, serverProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? [...SERVER_NODE_FLAGS] : null, serverTransport: serverTransport ?? null },
     startedAt: new Date(phases.start).toISOString(),
     endedAt: new Date(phases.end).toISOString(),
     phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, v === undefined ? null : new Date(v).toISOString()])),
@@ -479,7 +481,9 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   const context = [
     `run ${new Date(phases.start).toISOString()} → ${new Date(phases.end).toISOString()}, git ${machine.git.commit?.slice(0, 10) ?? '?'}${machine.git.dirty ? ' (dirty)' : ''}`,
     `${machine.cpuModel}, ${machine.cpus} cores, ${Math.round(machine.memTotalMB / 1024)} GiB; Linux ${machine.kernel}; Node ${machine.node}`,
-    isReference ? `server: reference comet-server, node ${serverArgs(host0(o)).slice(0, 2).join(' ')}${o.serverFlags.length ? ' ' + o.serverFlags.join(' ') : ''}` : `server: ${o.serverCmd ?? `pid ${o.serverPid}`}`,
+    isReference
+      ? `server: reference comet-server, node ${SERVER_NODE_FLAGS.join(' ')}${o.serverFlags.length ? ' ' + o.serverFlags.join(' ') : ''}${serverTransport ? `, transport ${serverTransport}` : ''}`
+      : `server: ${o.serverCmd ?? `pid ${o.serverPid}`}`,
     `load average before / after: ${loadBefore.join(' ')} / ${machineEnd.loadavg.join(' ')}`,
     `msggen: ${o.procs} workers × ${o.rate} msg/s; floodtest: ${o.connectRate} connects/s over ${o.destHosts.length} address(es)`,
   ];
@@ -511,8 +515,6 @@ function serverHelp(): string | undefined {
     return undefined;
   }
 }
-
-const host0 = (o: BenchOptions): string => o.destHosts[0] ?? '127.0.0.1';
 
 function jsonSafe(x: unknown): unknown {
   return JSON.parse(JSON.stringify(x, (_k, v: unknown) => (v === Infinity ? 'unlimited' : v)));

@@ -25,10 +25,12 @@ export function serverArgs(host: string, extra: string[] = []): string[] {
 }
 
 /** Parses the server's ready line: `listening port=<p> control=<c> ...`. */
-export function parseReadyLine(line: string): { port: number; controlPort: number } | undefined {
+export function parseReadyLine(line: string): { port: number; controlPort: number; transport?: string } | undefined {
   const p = line.match(/\bport=(\d+)/);
   const c = line.match(/\bcontrol=(\d+)/);
-  return p && c ? { port: Number(p[1]), controlPort: Number(c[1]) } : undefined;
+  const t = line.match(/\btransport=(\w+)/);
+  if (!p || !c) return undefined;
+  return { port: Number(p[1]), controlPort: Number(c[1]), ...(t ? { transport: t[1]! } : {}) };
 }
 
 /** memlog recorder on a pid, 1 s samples, into `out`. */
