@@ -4,10 +4,11 @@
 // /proc/net/tcp makes the kernel print ~150 bytes for every TCP socket of the host, ours or not (~2 µs a line: with a
 // million connections and their clients on the same host, ~4 s per sample). A SOCK_DIAG_BY_FAMILY dump runs a small
 // filter program inside the kernel and returns only the matching sockets as binary records. Node cannot open a
-// netlink socket, so the dump itself is a ~150-line C addon (memlog/native/sockdiag.c, built by `npm run build`);
-// the filter program is built here, in TypeScript, where it is table-tested. Without the addon (no compiler, not
-// Linux, C1M_NO_NATIVE=1) or when the watched process lives in another network namespace (a netlink socket sees
-// only memlog's own), memlog reads /proc instead and says so in the log's header.
+// netlink socket, so the dump itself is in a small C addon (memlog/native/sockdiag.c, built by `npm run build`, which
+// also lists and reads fd links without a string per fd); the filter program is built here, in TypeScript, where it
+// is table-tested. Without the addon (no compiler, not Linux, C1M_NO_NATIVE=1) or when the watched process lives in
+// another network namespace (a netlink socket sees only memlog's own), memlog reads /proc instead and says so in
+// the log's header.
 
 import { createRequire } from 'node:module';
 import { readlinkSync } from 'node:fs';
