@@ -1,6 +1,7 @@
 // The reference comet server as a library: `startCometServer(opts)` starts the streaming listener, the router
 // and the control API, and returns a handle with the bound ports, live stats and a graceful `stop()`.
 import type http from 'node:http';
+import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { startControl, isLoopback } from './control.js';
 import {
@@ -71,12 +72,17 @@ export interface CometServerOptions {
 /** A transport choice as given: a transport, or 'auto'. */
 export type TransportOption = Transport | 'auto';
 
-/** 'auto' → 'wrap' when available; an unknown name or an unavailable 'wrap' is a ServerConfigError. */
-export function resolveTransport(t: TransportOption): Transport {
-  if (t === 'auto') return wrapAvailable() ? 'wrap' : 'net';
+/**
+ * 'auto' → 'wrap' when available and every public host is an IP address (a bare handle binds addresses; net.Server
+ * resolves names); an unknown name, or 'wrap' where it cannot work, is a ServerConfigError.
+ */
+export function resolveTransport(t: TransportOption, hosts: readonly string[] = []): Transport {
+  const named = hosts.find((h) => isIP(h) === 0);
+  if (t === 'auto') return wrapAvailable() && named === undefined ? 'wrap' : 'net';
   if (t === 'net') return t;
   if (t === 'wrap') {
     if (!wrapAvailable()) throw new ServerConfigError(`--transport wrap: this Node (${process.version}) does not expose the TCP handle bindings; use --transport net`);
+    if (named !== undefined) throw new ServerConfigError(`--transport wrap listens on IP addresses only, not '${named}'; give an address or use --transport net`);
     return t;
   }
   throw new ServerConfigError(`--transport: '${String(t)}' is not one of auto, wrap, net`);
@@ -153,7 +159,10 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
   const { controlHost, token } = resolveControlAccess(opts);
   const startedAt = performance.now();
   const counters = new Counters();
-  const transport = resolveTransport(opts.transport ?? (process.env.C1M_TRANSPORT as TransportOption | undefined) ?? 'auto');
+  const transport = resolveTransport(
+    opts.transport ?? (process.env.C1M_TRANSPORT as TransportOption | undefined) ?? 'auto',
+    [host, ...(opts.listen ?? []).map((l) => l.host)],
+  );
   const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters, transport });
   const router: Router<Conn> = await (opts.router ?? ((d) => new LocalRouter<Conn>(d)))(stream.deliver);
   stream.router = router;

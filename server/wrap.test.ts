@@ -70,6 +70,20 @@ test('this Node has the bindings, and the server uses the wrap transport by defa
   await assert.rejects(startCometServer({ port: 0, controlPort: 0, transport: 'tcp' as 'net' }), { code: 'C1M_SERVER_CONFIG', message: /--transport: 'tcp' is not one of auto, wrap, net/ });
 });
 
+test('a host name (not an address) makes auto pick net, and explicit wrap refuse it', async () => {
+  const s = await startCometServer({ host: 'localhost', port: 0, controlPort: 0 });
+  try {
+    assert.equal(s.transport, 'net');
+  } finally {
+    await s.stop();
+  }
+  await assert.rejects(startCometServer({ host: 'localhost', port: 0, controlPort: 0, transport: 'wrap' }), {
+    code: 'C1M_SERVER_CONFIG',
+    message: /--transport wrap listens on IP addresses only, not 'localhost'/,
+  });
+  await assert.rejects(startCometServer({ listen: [{ host: '127.0.0.1', port: 0 }, { host: 'localhost', port: 0 }], controlPort: 0, transport: 'wrap' }), { code: 'C1M_SERVER_CONFIG' });
+});
+
 test('listen: the bound port, EADDRINUSE as an error event, IPv6, close', async () => {
   const a = await serve();
   assert.ok(a.port > 0);
