@@ -22,6 +22,7 @@ import { InodeTable, SocketOwnership, FLAG_COUNTED } from './tcptable.js';
 import { loadSockDiag, NetlinkSource, ProcSource, nativeFdReader } from './netlink.js';
 import { processTree, readStat, readPssKb } from './proc.js';
 import { startRecorder } from './recorder.js';
+import { timeIt, formatTimes } from './timing.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const LEAN = ['--max-semi-space-size=1', '--optimize-for-size'];
@@ -109,21 +110,7 @@ function client(port: number, count: number, addrs: number): void {
   next();
 }
 
-const median = (ms: number[]): number => [...ms].sort((a, b) => a - b)[ms.length >> 1]!;
-const fmt = (ms: number[]): string => {
-  const s = [...ms].sort((a, b) => a - b);
-  return `median ${median(ms).toFixed(0)} ms (min ${s[0]!.toFixed(0)}, max ${s[s.length - 1]!.toFixed(0)}, n=${ms.length})`;
-};
-function timeIt<T>(runs: number, fn: () => T): { ms: number[]; result: T } {
-  const ms: number[] = [];
-  let result!: T;
-  for (let i = 0; i < runs; i++) {
-    const t = performance.now();
-    result = fn();
-    ms.push(performance.now() - t);
-  }
-  return { ms, result };
-}
+const fmt = (ms: number[]): string => formatTimes(ms, 0);
 const memAvailMB = (): number => Math.round(Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]) / 1024);
 const sockstat = (): string => readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'))!;
 

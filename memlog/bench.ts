@@ -17,6 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { InodeTable, TcpTableScanner, SocketOwnership, FLAG_COUNTED, type ScanCounts } from './tcptable.js';
 import { parseIntFlag } from '../lib/flags.js';
 import { startRecorder } from './recorder.js';
+import { timeIt, formatTimes } from './timing.js';
 
 const hex = (n: number, w: number): string => n.toString(16).toUpperCase().padStart(w, '0');
 
@@ -63,18 +64,7 @@ function naiveScan(path: string, port: number): number {
   return n;
 }
 
-function timeIt<T>(runs: number, fn: () => T): { ms: number[]; result: T } {
-  const ms: number[] = [];
-  let result!: T;
-  for (let i = 0; i < runs; i++) {
-    const t = performance.now();
-    result = fn();
-    ms.push(performance.now() - t);
-  }
-  return { ms: ms.sort((a, b) => a - b), result };
-}
-
-const fmt = (ms: number[]): string => `median ${ms[ms.length >> 1]!.toFixed(1)} ms (min ${ms[0]!.toFixed(1)}, max ${ms[ms.length - 1]!.toFixed(1)})`;
+const fmt = (ms: number[]): string => formatTimes(ms, 1);
 
 function synthetic(lines: number, runs: number): void {
   const path = join(tmpdir(), `memlog-bench-tcp-${process.pid}`);
