@@ -54,6 +54,20 @@ static int push(inodes_t *a, uint32_t x) {
   return 0;
 }
 
+// Hands a filled array to JS as a typed array of `type` (32-bit elements) and frees it; with `err`, throws instead.
+static napi_value take(napi_env env, inodes_t *a, int err, const char *what, napi_typedarray_type type) {
+  napi_value ab, result = NULL;
+  void *dst;
+  if (err) {
+    throw_errno(env, what, err);
+  } else if (napi_create_arraybuffer(env, a->n * sizeof(uint32_t), &dst, &ab) == napi_ok) {
+    if (a->n) memcpy(dst, a->v, a->n * sizeof(uint32_t));
+    napi_create_typedarray(env, type, a->n, ab, 0, &result);
+  }
+  free(a->v);
+  return result;
+}
+
 // Sends one dump request and collects the inode of every record; returns 0 or a positive errno.
 // ENOENT from the kernel (family not supported, e.g. no IPv6) is an empty result, not an error.
 static int dump(int family, uint32_t states, const uint8_t *bc, size_t bc_len, inodes_t *out) {
@@ -177,21 +191,7 @@ static napi_value js_dump(napi_env env, napi_callback_info info) {
   }
 
   inodes_t a = {0};
-  int err = dump(family, states, bc, bc_len, &a);
-  if (err) {
-    free(a.v);
-    return throw_errno(env, "SOCK_DIAG_BY_FAMILY dump", err);
-  }
-  napi_value ab, result;
-  void *dst;
-  if (napi_create_arraybuffer(env, a.n * sizeof(uint32_t), &dst, &ab) != napi_ok) {
-    free(a.v);
-    return NULL;
-  }
-  if (a.n) memcpy(dst, a.v, a.n * sizeof(uint32_t));
-  free(a.v);
-  napi_create_typedarray(env, napi_uint32_array, a.n, ab, 0, &result);
-  return result;
+  return take(env, &a, dump(family, states, bc, bc_len, &a), "SOCK_DIAG_BY_FAMILY dump", napi_uint32_array);
 }
 
 // --- /proc/<pid>/fd without a string per fd ---
@@ -281,21 +281,7 @@ static napi_value js_list_fds(napi_env env, napi_callback_info info) {
   int32_t pid;
   if (argc < 1 || get_pid(env, argv[0], &pid) != 0) return NULL;
   inodes_t a = {0};
-  int err = list_fds(pid, &a);
-  if (err) {
-    free(a.v);
-    return throw_errno(env, "listing /proc/<pid>/fd", err);
-  }
-  napi_value ab, result;
-  void *dst;
-  if (napi_create_arraybuffer(env, a.n * sizeof(int32_t), &dst, &ab) != napi_ok) {
-    free(a.v);
-    return NULL;
-  }
-  if (a.n) memcpy(dst, a.v, a.n * sizeof(int32_t));
-  free(a.v);
-  napi_create_typedarray(env, napi_int32_array, a.n, ab, 0, &result);
-  return result;
+  return take(env, &a, list_fds(pid, &a), "listing /proc/<pid>/fd", napi_int32_array);
 }
 
 // socketInodes(pid, fds: Int32Array) → Uint32Array: the socket inode behind each fd, 0 when not a socket or closed.
