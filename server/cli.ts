@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --optimize-for-size --max-opt=1
+#!/usr/bin/env -S MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --optimize-for-size --max-opt=1 --expose-gc
 // comet-server: the reference comet server's command line (flags → options, signals, exit codes).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -26,6 +26,8 @@ Options:
   --max-conns N         most open sockets on the public port, more get 503 (default ${L.maxConns} = no limit; ${R.maxConns[0]}..${R.maxConns[1]})
   --heartbeat D         SSE heartbeat interval (default ${formatDuration(L.heartbeatMs)}; ${formatDuration(R.heartbeatMs[0])}..${formatDuration(R.heartbeatMs[1])})
   --max-buffer SIZE     unsent output per stream before it is cut as a slow consumer (default 64KiB; 1KiB..1GiB)
+  --heap-slack SIZE     heap garbage before the server asks V8 for a full GC, keeping RSS near its floor while
+                        messages flow (default 2MiB; 0 = leave it to V8; 0..1GiB)
   --max-ids N           most ids per connection in /test/1,2,3 (default ${L.maxIdsPerConn}; ${R.maxIdsPerConn[0]}..${R.maxIdsPerConn[1]})
   --request-timeout D   time to send a complete request head (default ${formatDuration(L.requestTimeoutMs)}; 100ms..1h)
   --max-message SIZE    largest message, POST /send/<id> body (default 64KiB; 1..64MiB)
@@ -66,6 +68,7 @@ function parse(argv: string[]): (CometServerOptions & { workers: number }) | 'he
       'max-conns': { type: 'string' },
       heartbeat: { type: 'string' },
       'max-buffer': { type: 'string' },
+      'heap-slack': { type: 'string' },
       'max-ids': { type: 'string' },
       'request-timeout': { type: 'string' },
       'max-message': { type: 'string' },
@@ -90,6 +93,7 @@ function parse(argv: string[]): (CometServerOptions & { workers: number }) | 'he
   if (values['max-conns'] !== undefined) opts.maxConns = parseIntFlag('--max-conns', values['max-conns'], ...R.maxConns);
   if (values.heartbeat !== undefined) opts.heartbeatMs = parseDuration('--heartbeat', values.heartbeat, ...R.heartbeatMs);
   if (values['max-buffer'] !== undefined) opts.maxBufferBytes = parseSize('--max-buffer', values['max-buffer'], ...R.maxBufferBytes);
+  if (values['heap-slack'] !== undefined) opts.heapSlackBytes = parseSize('--heap-slack', values['heap-slack'], ...R.heapSlackBytes);
   if (values['max-ids'] !== undefined) opts.maxIdsPerConn = parseIntFlag('--max-ids', values['max-ids'], ...R.maxIdsPerConn);
   if (values['request-timeout'] !== undefined) {
     opts.requestTimeoutMs = parseDuration('--request-timeout', values['request-timeout'], ...R.requestTimeoutMs);

@@ -52,7 +52,7 @@ export { autoWorkers, parseListen } from './listen.js';
 const COUNTER_KEYS = [
   'connectionsTotal', 'closed', 'accepted', 'messagesIn', 'messagesDelivered', 'toNobody', 'chunksQueued', 'chunksOut',
   'chunksDropped', 'bytesOut', 'writes', 'slowDrops', 'badRequests', 'timeouts', 'rejected', 'inputAbuse', 'heartbeats',
-  'socketErrors', 'unauthorized', 'acceptErrors',
+  'socketErrors', 'unauthorized', 'acceptErrors', 'heapGcs',
 ] as const satisfies ReadonlyArray<keyof ServerStats>;
 const GAUGE_KEYS = ['connections', 'sockets', 'rss', 'heapUsed', 'heapTotal', 'external', 'arrayBuffers'] as const satisfies ReadonlyArray<keyof ServerStats>;
 

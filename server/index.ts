@@ -18,6 +18,7 @@ import { Counters, snapshot, type ServerStats } from './stats.js';
 import type { BusStats } from './router-redis.js';
 import { StreamServer, type Conn, type Transport } from './stream.js';
 import { wrapAvailable } from './wrap.js';
+import { startHeapBudget } from './heap.js';
 
 export type { ServerStats } from './stats.js';
 export type { Limits } from './limits.js';
@@ -50,6 +51,8 @@ export interface CometServerOptions {
   maxMessageBytes?: number;
   /** Largest NDJSON batch (POST /send body), in bytes. */
   maxBatchBytes?: number;
+  /** Heap garbage before the server asks for a full GC, in bytes (0 = leave it to V8; needs --expose-gc). */
+  heapSlackBytes?: number;
   /** Any other limit. */
   limits?: Partial<Limits>;
   /** Builds the router; default: the in-process LocalRouter. */
@@ -126,7 +129,7 @@ export class ServerConfigError extends Error {
 export function resolveLimits(opts: CometServerOptions): Limits {
   const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const direct: Array<keyof Limits & keyof CometServerOptions> = [
-    'maxConns', 'heartbeatMs', 'maxBufferBytes', 'maxIdsPerConn', 'requestTimeoutMs', 'maxMessageBytes', 'maxBatchBytes',
+    'maxConns', 'heartbeatMs', 'maxBufferBytes', 'maxIdsPerConn', 'requestTimeoutMs', 'maxMessageBytes', 'maxBatchBytes', 'heapSlackBytes',
   ];
   for (const key of direct) {
     const v = opts[key];
@@ -204,9 +207,11 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
     throw err;
   }
 
+  const heap = startHeapBudget(limits.heapSlackBytes, limits.heapCheckMs, () => counters.heapGcs++);
   let stopping: Promise<void> | null = null;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
+      heap.stop();
       const controlClosed = control ? new Promise<void>((resolve) => control!.server.close(() => resolve())) : Promise.resolve();
       control?.server.closeIdleConnections();
       await stream.stop(limits.shutdownGraceMs);

@@ -31,6 +31,10 @@ export interface Limits {
   lingerMs: number;
   /** Granularity of the shared sweep timer that enforces request timeouts and lingering, in ms. */
   sweepIntervalMs: number;
+  /** Garbage the V8 heap may gather above its size after the last full GC before the server asks for one, in bytes (0 = leave it to V8; see heap.ts). */
+  heapSlackBytes: number;
+  /** How often the heap budget is checked, in ms. */
+  heapCheckMs: number;
 }
 
 /** The defaults of every limit. */
@@ -49,6 +53,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   shutdownGraceMs: 4_000,
   lingerMs: 2_000,
   sweepIntervalMs: 250,
+  heapSlackBytes: 2 * 1024 * 1024,
+  heapCheckMs: 1_000,
 });
 
 /** Default public (streaming) listener address and port. */
@@ -73,6 +79,7 @@ export const LIMIT_RANGES = {
   maxMessageBytes: [1, 64 * 1024 ** 2],
   maxBatchBytes: [1, 1024 ** 3],
   shutdownGraceMs: [0, 60_000],
+  heapSlackBytes: [0, 1024 ** 3],
 } as const satisfies Partial<Record<keyof Limits, readonly [number, number]>>;
 
 /**

@@ -43,6 +43,8 @@ export class Counters {
   unauthorized = 0;
   /** Failed accepts on the public port (e.g. EMFILE at the open-files limit). */
   acceptErrors = 0;
+  /** Full GCs the server asked V8 for because the heap's garbage passed --heap-slack (heap.ts). */
+  heapGcs = 0;
 }
 
 /** The /stats document; field names are part of the contract other tools read. */
@@ -70,6 +72,7 @@ export interface ServerStats {
   socketErrors: number;
   unauthorized: number;
   acceptErrors: number;
+  heapGcs: number;
   rss: number;
   heapUsed: number;
   heapTotal: number;
@@ -158,6 +161,7 @@ export function snapshot(c: Counters, gauges: { connections: number; ids: number
     socketErrors: c.socketErrors,
     unauthorized: c.unauthorized,
     acceptErrors: c.acceptErrors,
+    heapGcs: c.heapGcs,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
     heapTotal: mem.heapTotal,
@@ -193,6 +197,7 @@ const METRICS: Array<[keyof ServerStats, 'gauge' | 'counter', string, string]> =
   ['socketErrors', 'counter', 'c1m_socket_errors_total', 'Socket errors on the public port.'],
   ['unauthorized', 'counter', 'c1m_unauthorized_total', 'Control API requests refused with 401.'],
   ['acceptErrors', 'counter', 'c1m_accept_errors_total', 'Failed accepts on the public port.'],
+  ['heapGcs', 'counter', 'c1m_heap_gcs_total', 'Full GCs requested because the heap garbage passed --heap-slack.'],
   ['rss', 'gauge', 'c1m_process_rss_bytes', 'Resident set size of the server process.'],
   ['heapUsed', 'gauge', 'c1m_process_heap_used_bytes', 'V8 heap in use.'],
   ['heapTotal', 'gauge', 'c1m_process_heap_total_bytes', 'V8 heap reserved.'],
