@@ -411,6 +411,19 @@ describe('streams: one-tick batches of multi-byte UTF-8, exact bytes and bytesOu
   };
   const plain = (n: number, escaped: string): Buffer => chunkedData(n, escaped);
   const sseEvent = (n: number, lines: string[]): Buffer => utf8(`id: ${n}\n` + lines.map((l) => `data: ${l}\n`).join('') + '\n');
+  /** Waits for and checks the exact bytes of the same messages on a chunked HTML, an HTTP/1.0 and an SSE stream. */
+  const expectAllFormats = async (html: RawClient, old: RawClient, sse: RawClient, esc: string[], sseLines: string[][]): Promise<{ expHtml: Buffer; expPlain: Buffer; expSse: Buffer }> => {
+    const expHtml = Buffer.concat(esc.map((e, i) => chunked(i + 1, e)));
+    const expPlain = Buffer.concat(esc.map((e, i) => plain(i + 1, e)));
+    const expSse = Buffer.concat(sseLines.map((l, i) => sseEvent(i + 1, l)));
+    await untilBytes(html, H_HTML.length + expHtml.length);
+    await untilBytes(old, H_PLAIN.length + expPlain.length);
+    await untilBytes(sse, H_SSE.length + expSse.length);
+    assert.deepEqual(received(html), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expHtml]));
+    assert.deepEqual(received(old), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expPlain]));
+    assert.deepEqual(received(sse), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expSse]));
+    return { expHtml, expPlain, expSse };
+  };
   /** Decodes a chunked body independently of the server's framing: every size line must be the data's byte count. */
   const decodeChunked = (body: Buffer): string[] => {
     const out: string[] = [];
@@ -528,15 +541,7 @@ describe('streams: one-tick batches of multi-byte UTF-8, exact bytes and bytesOu
     assert.deepEqual(await r.json(), { accepted: MSGS.length + 1, delivered: 3 * (MSGS.length + 1) });
     const esc = [...ESCAPED, 'é€😀中 &lt;&amp;&gt;'];
     const sseLines = [...MSGS.map((m) => [m.replace('\ud800', '\ufffd')]), ['é€😀中 <&>']];
-    const expHtml = Buffer.concat(esc.map((e, i) => chunked(i + 1, e)));
-    const expPlain = Buffer.concat(esc.map((e, i) => plain(i + 1, e)));
-    const expSse = Buffer.concat(sseLines.map((l, i) => sseEvent(i + 1, l)));
-    await untilBytes(html, H_HTML.length + expHtml.length);
-    await untilBytes(old, H_PLAIN.length + expPlain.length);
-    await untilBytes(sse, H_SSE.length + expSse.length);
-    assert.deepEqual(received(html), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expHtml]));
-    assert.deepEqual(received(old), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expPlain]));
-    assert.deepEqual(received(sse), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expSse]));
+    const { expHtml, expPlain, expSse } = await expectAllFormats(html, old, sse, esc, sseLines);
     const st = await statsDoc();
     assert.equal(st.writes - before.writes, 3, 'one write per connection');
     assert.equal(st.bytesOut - before.bytesOut, expHtml.length + expPlain.length + expSse.length);
@@ -554,15 +559,7 @@ describe('streams: one-tick batches of multi-byte UTF-8, exact bytes and bytesOu
     const sseLines = [['small é'], [big1], ['中 <small>'], [`😀'`.repeat(900), 'second line 中'], ['😀']];
     const before = await statsDoc();
     await publishAll(5006, msgs, 3);
-    const expHtml = Buffer.concat(esc.map((e, i) => chunked(i + 1, e)));
-    const expPlain = Buffer.concat(esc.map((e, i) => plain(i + 1, e)));
-    const expSse = Buffer.concat(sseLines.map((l, i) => sseEvent(i + 1, l)));
-    await untilBytes(html, H_HTML.length + expHtml.length);
-    await untilBytes(old, H_PLAIN.length + expPlain.length);
-    await untilBytes(sse, H_SSE.length + expSse.length);
-    assert.deepEqual(received(html), Buffer.concat([Buffer.from(H_HTML, 'latin1'), expHtml]));
-    assert.deepEqual(received(old), Buffer.concat([Buffer.from(H_PLAIN, 'latin1'), expPlain]));
-    assert.deepEqual(received(sse), Buffer.concat([Buffer.from(H_SSE, 'latin1'), expSse]));
+    const { expHtml, expPlain, expSse } = await expectAllFormats(html, old, sse, esc, sseLines);
     assert.deepEqual(decodeChunked(received(html).subarray(H_HTML.length)), esc.map((e, i) => `Recvd msg #${i + 1}: '${e}'<br/>`));
     const st = await statsDoc();
     assert.equal(st.writes - before.writes, 3, 'one (corked) write per connection');
