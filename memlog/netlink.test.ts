@@ -4,7 +4,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import {
   portRanges, portFilter, loadSockDiag, NetlinkSource, ProcSource, openSocketSource, SocketSourceError, nativeFdReader,
-  AF_INET, AF_INET6, BC_JMP, BC_S_EQ, BC_S_GE, BC_S_LE, type SocketSource,
+  AF_INET, AF_INET6, BC_JMP, BC_S_EQ, BC_S_GE, BC_S_LE, TCPF_ESTABLISHED, TCPF_LISTEN, type SocketSource,
 } from './netlink.js';
 import { InodeTable, SocketOwnership, fsFdReader, FLAG_ESTABLISHED, FLAG_PRESENT, type FdReader } from './tcptable.js';
 import { readStat } from './proc.js';
@@ -192,6 +192,49 @@ test('both sources report the same established inodes', { timeout: 10_000 }, asy
   for (const ino of inodes) assert.equal(procTable.get(ino), FLAG_PRESENT | FLAG_ESTABLISHED, `inode ${ino}`);
 });
 
+test('a port in the request header selects the same sockets as the filter program, and states still apply', { timeout: 10_000 }, async () => {
+  if (!addon.addon) {
+    assert.equal(process.env.C1M_NO_NATIVE, '1');
+    return;
+  }
+  const { dump } = addon.addon;
+  const s = await serve(12);
+  const other = await serve(5); // the same table, another port: must not come back
+  const sorted = (a: Uint32Array): number[] => Array.from(a).sort((x, y) => x - y);
+  const viaHeader = dump(AF_INET, TCPF_ESTABLISHED, null, s.port);
+  assert.equal(viaHeader.length, 12);
+  assert.deepEqual(sorted(viaHeader), sorted(dump(AF_INET, TCPF_ESTABLISHED, portFilter([s.port]))));
+  assert.equal(dump(AF_INET, TCPF_ESTABLISHED, null, other.port).length, 5);
+  // The listener is the only LISTEN socket on the port; the clients' ends (ephemeral ports) never match it.
+  assert.equal(dump(AF_INET, TCPF_LISTEN, null, s.port).length, 1);
+  // Header and program together: both must hold (here the program wants another port, so nothing).
+  assert.equal(dump(AF_INET, TCPF_ESTABLISHED, portFilter([other.port]), s.port).length, 0);
+  // Without a port or a program every established socket of the table comes back: ours (both ends) at least.
+  assert.ok(dump(AF_INET, TCPF_ESTABLISHED, null, 0).length >= 2 * (12 + 5));
+});
+
+test('NetlinkSource: one port goes in the request header, several ports in a filter program', async () => {
+  if (!addon.addon) {
+    assert.equal(process.env.C1M_NO_NATIVE, '1');
+    return;
+  }
+  const real = addon.addon;
+  const seen: [boolean, number | undefined][] = [];
+  const spy = { ...real, dump: (family: number, states: number, bc: Uint8Array | null, sport?: number) => {
+    seen.push([bc !== null, sport]);
+    return real.dump(family, states, bc, sport);
+  } };
+  const s = await serve(4);
+  const one = new NetlinkSource(spy, [s.port, s.port]); // a repeated port is still one port
+  assert.equal(one.via, 'header');
+  assert.equal(one.fill(new InodeTable()), 4);
+  assert.deepEqual(seen.splice(0), [[false, s.port], [false, s.port]]);
+  const two = new NetlinkSource(spy, [s.port, s.port + 1]);
+  assert.equal(two.via, 'bytecode');
+  assert.equal(two.fill(new InodeTable()), 4);
+  assert.deepEqual(seen.splice(0), [[true, 0], [true, 0]]);
+});
+
 test('the addon rejects bad arguments with typed errors; the kernel rejects a malformed program', () => {
   if (!addon.addon) {
     assert.equal(process.env.C1M_NO_NATIVE, '1');
@@ -201,6 +244,9 @@ test('the addon rejects bad arguments with typed errors; the kernel rejects a ma
   assert.throws(() => dump(3, 2, null), { code: 'SOCKDIAG_BAD_ARGS', name: 'TypeError' });
   assert.throws(() => dump(AF_INET, 2, new Uint8Array(3)), { code: 'SOCKDIAG_BAD_ARGS' });
   assert.throws(() => (dump as (...a: unknown[]) => unknown)(AF_INET), { code: 'SOCKDIAG_BAD_ARGS' });
+  assert.throws(() => dump(AF_INET, 2, null, 65536), { code: 'SOCKDIAG_BAD_ARGS', message: /sport must be a port/ });
+  assert.throws(() => dump(AF_INET, 2, null, -1), { code: 'SOCKDIAG_BAD_ARGS' });
+  assert.throws(() => (dump as (...a: unknown[]) => unknown)(AF_INET, 2, null, '80'), { code: 'SOCKDIAG_BAD_ARGS' });
   // A port test whose `yes` jumps past the end + 4: the audit refuses it, EINVAL comes back as an error.
   assert.throws(() => dump(AF_INET, 2, new Uint8Array([BC_S_EQ, 64, 8, 0, 0, 0, 0x40, 0x1f])), { code: 'SOCKDIAG_ERRNO_22', message: /Invalid argument/ });
 });
@@ -298,9 +344,9 @@ test('netlink: a family without a listener on the ports is not walked, except on
   }
   const real = addon.addon;
   const calls: string[] = [];
-  const spy = { ...real, dump: (family: number, states: number, bc: Uint8Array | null) => {
+  const spy = { ...real, dump: (family: number, states: number, bc: Uint8Array | null, sport?: number) => {
     calls.push(`${family === AF_INET ? 'v4' : 'v6'}:${states === 1 << 1 ? 'est' : 'listen'}`);
-    return real.dump(family, states, bc);
+    return real.dump(family, states, bc, sport);
   } };
   const s = await serve(6); // IPv4 only
   const source = new NetlinkSource(spy, [s.port]);

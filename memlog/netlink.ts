@@ -20,8 +20,9 @@ import { FLAG_ESTABLISHED, FLAG_PRESENT, FULL_RESCAN_EVERY, TcpTableScanner, fsF
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 /** TCP_ESTABLISHED in include/net/tcp_states.h; idiag_states is a mask of 1 << state. */
-const TCPF_ESTABLISHED = 1 << 1;
-const TCPF_LISTEN = 1 << 10;
+export const TCPF_ESTABLISHED = 1 << 1;
+/** TCP_LISTEN's bit in idiag_states. */
+export const TCPF_LISTEN = 1 << 10;
 
 /** inet_diag_bc_op codes (include/uapi/linux/inet_diag.h). */
 export const BC_JMP = 1;
@@ -31,8 +32,11 @@ export const BC_S_EQ = 11;
 
 /** The addon's functions; errors carry code SOCKDIAG_ERRNO_<errno> or SOCKDIAG_BAD_ARGS. */
 export interface SockDiag {
-  /** Inodes (nonzero) of the `family` TCP sockets whose state is in `states` and that pass the filter program. */
-  dump(family: number, states: number, bytecode: Uint8Array | null): Uint32Array;
+  /**
+   * Inodes (nonzero) of the `family` TCP sockets whose state is in `states`, whose local port is `sport` (when
+   * given and nonzero: checked from the request header, before any program) and that pass the filter program.
+   */
+  dump(family: number, states: number, bytecode: Uint8Array | null, sport?: number): Uint32Array;
   /** The pid's open fd numbers (getdents64 on /proc/<pid>/fd, no string per fd), any order. */
   listFds(pid: number): Int32Array;
   /** The socket inode behind each of the pid's `fds`, 0 for other files and closed fds. */
@@ -173,27 +177,39 @@ export interface SocketSource {
 /**
  * The kernel's sock_diag dump, filtered in the kernel by state and local port.
  *
- * Each family's dump walks every socket of the host (~0.14 µs each, both ends of every loopback connection), so a
- * family is dumped only when it can hold connections on the ports: it has a listener there (a LISTEN-only dump
- * reads just the small listening table), or its last dump found some, or this is one of the every
- * FULL_RESCAN_EVERY samples that dump both anyway. A server on 0.0.0.0 then costs one walk, not two.
+ * Each family's dump walks every socket of the network namespace's TCP hash table (~0.14 µs each; on loopback
+ * both ends of every connection), so a family is dumped only when it can hold connections on the ports: it has a
+ * listener there (a LISTEN-only dump reads just the small listening table), or its last dump found some, or this
+ * is one of the every FULL_RESCAN_EVERY samples that dump both anyway. A server on 0.0.0.0 then costs one walk,
+ * not two. One watched port goes in the request header instead of a filter program: the kernel compares it with
+ * the socket's port it already has at hand, where a program first makes it gather a filter entry (addresses,
+ * mark, cgroup, lock flags) from each established socket of the table.
  */
 export class NetlinkSource implements SocketSource {
   readonly name = 'netlink';
-  private readonly filter: Uint8Array;
+  private readonly filter: Uint8Array | null;
+  private readonly sport: number;
   private readonly active = new Map<number, boolean>();
   private samples = 0;
 
   constructor(private readonly addon: SockDiag, ports: readonly number[]) {
-    this.filter = portFilter(ports);
+    const ranges = portRanges(ports);
+    const single = ranges.length === 1 && ranges[0]![0] === ranges[0]![1];
+    this.sport = single ? ranges[0]![0] : 0;
+    this.filter = single ? null : portFilter(ports);
+  }
+
+  /** How the ports reach the kernel: `header` (one port in the request) or `bytecode` (a filter program). */
+  get via(): 'header' | 'bytecode' {
+    return this.filter ? 'bytecode' : 'header';
   }
 
   fill(table: InodeTable): number {
     const full = this.samples++ % FULL_RESCAN_EVERY === 0;
     let n = 0;
     for (const family of [AF_INET, AF_INET6]) {
-      if (!full && !this.active.get(family) && this.addon.dump(family, TCPF_LISTEN, this.filter).length === 0) continue;
-      const inodes = this.addon.dump(family, TCPF_ESTABLISHED, this.filter);
+      if (!full && !this.active.get(family) && this.addon.dump(family, TCPF_LISTEN, this.filter, this.sport).length === 0) continue;
+      const inodes = this.addon.dump(family, TCPF_ESTABLISHED, this.filter, this.sport);
       this.active.set(family, inodes.length > 0);
       for (let i = 0; i < inodes.length; i++) table.add(inodes[i]!, FLAG_PRESENT | FLAG_ESTABLISHED);
       n += inodes.length;

@@ -70,7 +70,9 @@ static napi_value take(napi_env env, inodes_t *a, int err, const char *what, nap
 
 // Sends one dump request and collects the inode of every record; returns 0 or a positive errno.
 // ENOENT from the kernel (family not supported, e.g. no IPv6) is an empty result, not an error.
-static int dump(int family, uint32_t states, const uint8_t *bc, size_t bc_len, inodes_t *out) {
+// A nonzero `sport` goes in the request header: the kernel compares it with each socket's local port before it
+// would run a filter program, so for one port it replaces the program (no per-socket filter entry to build).
+static int dump(int family, uint32_t states, uint16_t sport, const uint8_t *bc, size_t bc_len, inodes_t *out) {
   int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return errno;
 
@@ -91,6 +93,10 @@ static int dump(int family, uint32_t states, const uint8_t *bc, size_t bc_len, i
   head.req.sdiag_family = (uint8_t)family;
   head.req.sdiag_protocol = IPPROTO_TCP;
   head.req.idiag_states = states;
+  // No extensions (tcp_info, meminfo, congestion...): each record is the fixed inet_diag_msg plus the few
+  // attributes the kernel always adds, the least it will fill per socket.
+  head.req.idiag_ext = 0;
+  head.req.id.idiag_sport = htons(sport);
 
   struct sockaddr_nl kernel;
   memset(&kernel, 0, sizeof kernel);
@@ -154,10 +160,10 @@ static int dump(int family, uint32_t states, const uint8_t *bc, size_t bc_len, i
   return err == ENOENT ? 0 : err;
 }
 
-// dump(family: number, states: number, bytecode: Uint8Array | null) → Uint32Array of socket inodes.
+// dump(family: number, states: number, bytecode: Uint8Array | null, sport?: number) → Uint32Array of socket inodes.
 static napi_value js_dump(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   if (argc < 3) {
     napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.dump(family, states, bytecode)");
@@ -189,9 +195,17 @@ static napi_value js_dump(napi_env env, napi_callback_info info) {
     }
     bc = data;
   }
+  uint32_t sport = 0;
+  if (argc >= 4) {
+    napi_typeof(env, argv[3], &t);
+    if (t != napi_undefined && (napi_get_value_uint32(env, argv[3], &sport) != napi_ok || sport > 65535)) {
+      napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.dump: sport must be a port 0-65535 (0: any)");
+      return NULL;
+    }
+  }
 
   inodes_t a = {0};
-  return take(env, &a, dump(family, states, bc, bc_len, &a), "SOCK_DIAG_BY_FAMILY dump", napi_uint32_array);
+  return take(env, &a, dump(family, states, (uint16_t)sport, bc, bc_len, &a), "SOCK_DIAG_BY_FAMILY dump", napi_uint32_array);
 }
 
 // --- /proc/<pid>/fd without a string per fd ---
