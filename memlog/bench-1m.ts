@@ -1,25 +1,44 @@
-// How long one memlog sample takes with up to a million real connections on this host (a script, not a test).
+// How long one memlog sample takes with up to a million real connections (a script, not a test).
 //
 //   flock /tmp/c1m-bench.lock node dist/memlog/bench-1m.js [--conns 1000000] [--per 18000] [--base-port 21000]
-//       [--addrs 4] [--runs 5] [--record 20s] [--proc-runs 1] [--settle 30s]
+//       [--one-port] [--clients-netns] [--child-ehash N] [--addrs auto] [--runs 5] [--record 20s] [--proc-runs 1]
+//       [--settle 30s]
 //
-// It builds a server tree like a comet server with workers: one root process and ceil(conns / per) children, child i
-// listening on 0.0.0.0:(base-port + i) and holding every connection it accepts (paused, nothing read or written).
-// As many client processes (outside the tree) each open `per` connections to one child, spread over destination
-// addresses 127.0.0.1..127.0.0.<addrs> so no source/destination pair runs short of ephemeral ports. Every process
-// stays under the 20,000 open-files limit. Then it times, on the real kernel tables: the netlink dump, the /proc
-// text scan, the fd → inode ownership pass (cold and warm), whole recorder samples, and a recorder running at a 1 s
-// interval for --record. Prints tables; ends every process it started (by pid) and stops by itself within 15 min.
+// It builds a server tree like a comet server with workers: one root process and ceil(conns / per) holder children
+// that keep every connection they accept (paused, nothing read or written). Holder i listens on 0.0.0.0:(base-port
+// + i), or with --one-port all of them share one listening socket on base-port, as node:cluster workers share a
+// server's port (each stops accepting at `per`). As many client processes (outside the tree) each open `per`
+// connections, spread over enough destination addresses that no source/destination pair runs short of ephemeral
+// ports. Every process stays under the 20,000 open-files limit. Then a measuring process times, on the real kernel
+// tables: the netlink dump (walk only, and walk + fill, through a filter program and through the port in the
+// request header), the /proc text scan, fd → inode ownership (cold and warm), whole recorder samples, and a
+// recorder at a 1 s interval for --record. Prints tables; ends every process it started (by pid) and stops by
+// itself within 15 min.
+//
+// Placement. By default everything is on loopback in the host's network namespace, so the host's TCP hash table
+// holds both ends of every connection (2M sockets for 1M connections) and the dump walks all of them. On a real
+// server the clients are other hosts and its table holds only its own ends. --clients-netns (root) rebuilds that:
+//
+//   host ── unshare --net ──▶ namespace A: this script's orchestrator and the client processes
+//                               sets A's own net.ipv4.tcp_child_ehash_entries (per namespace: it shapes only
+//                               namespaces created from A; the host's settings are not touched)
+//                             ── unshare --net ──▶ namespace B: the holder tree, with its own TCP hash table
+//                                                  (tcp_ehash_entries = --child-ehash) and the measuring process
+//                                                  (memlog must share the holders' namespace), entered by nsenter
+//   A and B are joined by a veth pair: c1m-a 10.201.0.1/16 in A, c1m-b with 10.201.1.1.. (--addrs) in B.
+//
+// Nothing outlives the run: the namespaces have no names (no `ip netns add`), so they and the veth pair go away
+// with their last process; no host interface or sysctl is created or changed.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parseDuration, parseIntFlag } from '../lib/flags.js';
+import { parseDuration, parseIntFlag, parsePortList } from '../lib/flags.js';
 import { InodeTable, SocketOwnership, FLAG_COUNTED } from './tcptable.js';
-import { loadSockDiag, NetlinkSource, ProcSource, nativeFdReader } from './netlink.js';
+import { AF_INET, TCPF_ESTABLISHED, loadSockDiag, NetlinkSource, ProcSource, nativeFdReader, portFilter, type SockDiag } from './netlink.js';
 import { processTree, readStat, readPssKb } from './proc.js';
 import { startRecorder } from './recorder.js';
 import { timeIt, formatTimes } from './timing.js';
@@ -29,16 +48,31 @@ const LEAN = ['--max-semi-space-size=1', '--optimize-for-size'];
 const DEADLINE_MS = 15 * 60_000;
 /** Connection attempts in flight per client process. */
 const INFLIGHT = 256;
+/** Connections per source/destination address pair and port, well under the 28,232 ephemeral ports. */
+const PER_PAIR = 16_000;
+/** The veth pair of --clients-netns: A's address, and B's addresses 10.201.1.1 upwards. */
+const NET_A = '10.201.0.1';
+const netB = (i: number): string => `10.201.${1 + (i >> 8)}.${(i & 255) + 1}`;
+const VETH_A = 'c1m-a';
+const VETH_B = 'c1m-b';
 
 const { values } = parseArgs({
   strict: true,
   options: {
     role: { type: 'string' },
     port: { type: 'string' },
+    ports: { type: 'string' },
+    host: { type: 'string' },
+    'tree-pid': { type: 'string' },
+    expect: { type: 'string' },
     conns: { type: 'string', default: '1000000' },
     per: { type: 'string', default: '18000' },
     'base-port': { type: 'string', default: '21000' },
-    addrs: { type: 'string', default: '4' },
+    'one-port': { type: 'boolean', default: false },
+    'clients-netns': { type: 'boolean', default: false },
+    'child-ehash': { type: 'string' },
+    'host-netns': { type: 'string' },
+    addrs: { type: 'string', default: 'auto' },
     runs: { type: 'string', default: '5' },
     'proc-runs': { type: 'string', default: '1' },
     record: { type: 'string', default: '20s' },
@@ -47,41 +81,69 @@ const { values } = parseArgs({
 });
 
 const say = (line: string): void => void process.stdout.write(line + '\n');
+const note = (line: string): void => void process.stderr.write(`bench-1m: ${line}\n`);
 
 /** Every child process ends itself at the deadline too (paused sockets alone would not keep a client alive). */
 const stayUntilDeadline = (): void => void setTimeout(() => process.exit(0), DEADLINE_MS);
 
-/** Tree root: forks the holders, reports when all listen, keeps running until killed. */
-async function root(base: number, procs: number): Promise<void> {
+/** Tree root: forks the holders (sharing one listener with --one-port), reports when all listen, runs until killed. */
+async function root(base: number, procs: number, onePort: boolean, per: number): Promise<void> {
   const kids: ChildProcess[] = [];
   process.on('SIGTERM', () => {
     for (const k of kids) k.kill('SIGKILL');
     process.exit(0);
   });
+  let shared: net.Server | null = null;
+  if (onePort) {
+    shared = net.createServer();
+    shared.on('error', (err) => say(`error port ${base}: ${(err as NodeJS.ErrnoException).code}`));
+    await new Promise<void>((resolve) => shared!.listen({ port: base, host: '0.0.0.0', backlog: 4096 }, resolve));
+  }
   let ready = 0;
   for (let i = 0; i < procs; i++) {
-    const k = spawn(process.execPath, [...LEAN, SELF, '--role', 'holder', '--port', String(base + i)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const args = onePort ? ['--role', 'holder', '--per', String(per)] : ['--role', 'holder', '--port', String(base + i)];
+    const k = spawn(process.execPath, [...LEAN, SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit', ...(onePort ? ['ipc' as const] : [])] });
     kids.push(k);
+    if (shared) k.send('listen', shared);
     createInterface({ input: k.stdout! }).on('line', (l) => {
-      if (l === 'listening' && ++ready === procs) say(`ready ${kids.map((c) => c.pid).join(',')}`);
-      else if (l.startsWith('error')) say(l);
+      if (l === 'listening' && ++ready === procs) {
+        // The holders have their own copies of the shared listener; the root accepts nothing.
+        shared?.close();
+        say(`ready ${kids.map((c) => c.pid).join(',')}`);
+      } else if (l.startsWith('error')) say(l);
     });
   }
 }
 
-/** One holder: accepts and keeps every connection, reading nothing. */
-function holder(port: number): void {
+/** One holder: keeps every connection it accepts, reading nothing. */
+function holder(port: number | null, per: number): void {
   const held: net.Socket[] = [];
-  const server = net.createServer({ pauseOnConnect: true }, (s) => {
+  const keep = (s: net.Socket): void => {
     s.on('error', () => {});
     held.push(s);
+  };
+  if (port !== null) {
+    const server = net.createServer({ pauseOnConnect: true }, keep);
+    server.on('error', (err) => say(`error port ${port}: ${(err as NodeJS.ErrnoException).code}`));
+    server.listen({ port, host: '0.0.0.0', backlog: 4096 }, () => say('listening'));
+    return;
+  }
+  // A copy of the root's listener: the holders race to accept from one queue, so each stops at `per` connections
+  // (closing only its own descriptor) to stay under the open-files limit while the others take the rest.
+  process.on('message', (m, handle) => {
+    if (m !== 'listen' || !(handle instanceof net.Server)) return;
+    handle.on('connection', (s: net.Socket) => {
+      s.pause();
+      keep(s);
+      if (held.length >= per) handle.close();
+    });
+    process.channel?.unref();
+    say('listening');
   });
-  server.on('error', (err) => say(`error port ${port}: ${(err as NodeJS.ErrnoException).code}`));
-  server.listen({ port, host: '0.0.0.0', backlog: 4096 }, () => say('listening'));
 }
 
-/** One client process: opens `count` connections to `port`, reports, holds them until killed. */
-function client(port: number, count: number, addrs: number): void {
+/** One client process: opens `count` connections to `port` on `hosts` in turn, reports, holds them until killed. */
+function client(port: number, count: number, hosts: string[]): void {
   const held: net.Socket[] = [];
   let started = 0;
   let ok = 0;
@@ -90,7 +152,7 @@ function client(port: number, count: number, addrs: number): void {
   const t0 = performance.now();
   const next = (): void => {
     while (started < count && started - ok - failed < INFLIGHT) {
-      const host = `127.0.0.${1 + (started % addrs)}`;
+      const host = hosts[started % hosts.length]!;
       started++;
       const s = net.connect({ port, host });
       s.on('error', (err: NodeJS.ErrnoException) => {
@@ -112,28 +174,58 @@ function client(port: number, count: number, addrs: number): void {
 
 const fmt = (ms: number[]): string => formatTimes(ms, 0);
 const memAvailMB = (): number => Math.round(Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]) / 1024);
-const sockstat = (): string => readFileSync('/proc/net/sockstat', 'utf8').split('\n').find((l) => l.startsWith('TCP:'))!;
+/** The TCP line of a network namespace's sockstat: `inuse` counts that namespace's sockets. */
+const sockstat = (pid: number | 'self' = 'self'): string =>
+  readFileSync(`/proc/${pid}/net/sockstat`, 'utf8').split('\n').find((l) => l.startsWith('TCP:'))!.replace(/^TCP: /, '');
+const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+const netNs = (pid: number | 'self'): string => readlinkSync(`/proc/${pid}/ns/net`);
+/** This namespace's TCP hash table size; negative when the namespace shares the host's table. */
+const ehashEntries = (): number => Number(readFileSync('/proc/sys/net/ipv4/tcp_ehash_entries', 'utf8').trim());
 
-async function main(): Promise<void> {
-  const conns = parseIntFlag('--conns', values.conns!, 1, 1_000_000);
-  const per = parseIntFlag('--per', values.per!, 100, 19_000);
-  const base = parseIntFlag('--base-port', values['base-port']!, 1024, 65000);
-  const addrs = parseIntFlag('--addrs', values.addrs!, 1, 200);
-  const runs = parseIntFlag('--runs', values.runs!, 1, 50);
-  const procRuns = parseIntFlag('--proc-runs', values['proc-runs']!, 0, 20);
-  const recordMs = parseDuration('--record', values.record!, 0, 300_000);
-  const settleMs = parseDuration('--settle', values.settle!, 0, 300_000);
-  const procs = Math.ceil(conns / per);
-  if (base + procs - 1 > 65535) throw new Error(`--base-port ${base} + ${procs} holders passes port 65535`);
-  const { addon, reason } = loadSockDiag();
-  if (!addon) throw new Error(`the netlink addon is needed here: ${reason}`);
+/** Runs a command to completion; throws with its stderr when it fails. */
+function run(cmd: string, args: string[], input?: string): void {
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8', stdio: ['pipe', 'ignore', 'pipe'] });
+  if (r.error || r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.error?.message ?? r.stderr.trim()}`);
+}
 
+/**
+ * Times several functions `runs` times each, taking turns (a, b, c, a, b, c, ...), so a drift in the machine's
+ * load lands on all of them alike.
+ */
+function timeTurns<T>(runs: number, fns: (() => T)[]): { ms: number[]; result: T }[] {
+  const out = fns.map(() => ({ ms: [] as number[], result: undefined as T }));
+  for (let r = 0; r < runs; r++) {
+    fns.forEach((fn, i) => {
+      const t = performance.now();
+      out[i]!.result = fn();
+      out[i]!.ms.push(performance.now() - t);
+    });
+  }
+  return out;
+}
+
+interface Plan {
+  conns: number;
+  per: number;
+  base: number;
+  procs: number;
+  onePort: boolean;
+  netns: boolean;
+  addrs: number;
+  childEhash: number;
+  /** The host's network namespace (net:[inode]), which the orchestrator must not be in to set sysctls. */
+  hostNetns: string;
+}
+
+/** Namespace A (or the host, on loopback): starts the tree and the clients, then the measuring process next to the tree. */
+async function orchestrate(plan: Plan, measureArgs: string[]): Promise<void> {
+  const { conns, per, base, procs, onePort, netns, addrs } = plan;
   const started: ChildProcess[] = [];
   const killAll = (): void => {
     for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   };
   const deadline = setTimeout(() => {
-    process.stderr.write('bench-1m: deadline reached, stopping\n');
+    note('deadline reached, stopping');
     killAll();
     process.exit(1);
   }, DEADLINE_MS);
@@ -141,33 +233,62 @@ async function main(): Promise<void> {
     killAll();
     process.exit(130);
   });
+  process.on('SIGTERM', () => {
+    killAll();
+    process.exit(143);
+  });
 
-  const load0 = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const load0 = loadavg();
   const avail0 = memAvailMB();
-  process.stderr.write(`bench-1m: ${conns} connections, ${procs} holders on ports ${base}-${base + procs - 1}, ${procs} client processes; load ${load0}, MemAvailable ${avail0} MB\n`);
-  const tree = spawn(process.execPath, [SELF, '--role', 'root', '--base-port', String(base), '--conns', String(procs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  if (netns) {
+    // Only ever inside our own unnamed namespace: the host's /proc/sys stays untouched.
+    if (!plan.hostNetns.startsWith('net:[') || netNs('self') === plan.hostNetns) throw new Error('refusing to set tcp_child_ehash_entries in the host network namespace');
+    run('ip', ['link', 'set', 'lo', 'up']);
+    writeFileSync('/proc/sys/net/ipv4/tcp_child_ehash_entries', String(plan.childEhash));
+  }
+  const portsText = onePort ? `port ${base} shared by ${procs} holders` : `ports ${base}-${base + procs - 1}`;
+  note(`${conns} connections, ${procs} holders on ${portsText}, ${procs} client processes, ${addrs} destination addresses; ` +
+    `${netns ? 'clients in namespace A, holders in namespace B' : 'loopback, host namespace'}; load ${load0}, MemAvailable ${avail0} MB`);
+  const rootCmd = [SELF, '--role', 'root', '--base-port', String(base), '--conns', String(procs), '--per', String(per), ...(onePort ? ['--one-port'] : [])];
+  const tree = netns
+    ? spawn('unshare', ['--net', '--', process.execPath, ...rootCmd], { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(process.execPath, rootCmd, { stdio: ['ignore', 'pipe', 'inherit'] });
   started.push(tree);
   try {
-    const pids = await new Promise<number[]>((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
       createInterface({ input: tree.stdout! }).on('line', (l) => {
-        if (l.startsWith('ready ')) resolve(l.slice(6).split(',').map(Number));
+        if (l.startsWith('ready ')) resolve();
         else if (l.startsWith('error')) reject(new Error(l));
       });
       tree.once('exit', () => reject(new Error('tree root exited')));
     });
-    const ports = Array.from({ length: procs }, (_, i) => base + i);
+    let hosts = Array.from({ length: addrs }, (_, i) => `127.0.0.${1 + i}`);
+    let setup = 'placement loopback: holders and clients in the host network namespace (one TCP hash table holds both ends)';
+    if (netns) {
+      // `unshare` exec'd node, so the root's pid is B's first process: its /proc entry names namespace B.
+      const nsB = `/proc/${tree.pid}/ns/net`;
+      run('ip', ['link', 'add', VETH_A, 'type', 'veth', 'peer', 'name', VETH_B, 'netns', String(tree.pid)]);
+      run('ip', ['-batch', '-'], `addr add ${NET_A}/16 dev ${VETH_A}\nlink set ${VETH_A} up\n`);
+      hosts = Array.from({ length: addrs }, (_, i) => netB(i));
+      const batch = ['link set lo up', ...hosts.map((h) => `addr add ${h}/16 dev ${VETH_B}`), `link set ${VETH_B} up`];
+      run('nsenter', [`--net=${nsB}`, '--', 'ip', '-batch', '-'], batch.join('\n') + '\n');
+      setup = `placement clients-netns: clients in namespace A (${netNs('self')}, the host's TCP hash table), holders and memlog in namespace B ` +
+        `(${readlinkSync(nsB)}, its own table: A's tcp_child_ehash_entries=${plan.childEhash}); veth ${VETH_A} ${NET_A}/16 <-> ${VETH_B} ${hosts[0]}-${hosts[hosts.length - 1]}/16 (${addrs} addresses)`;
+    }
+    say(`# ${setup}`);
 
     const t0 = performance.now();
     const dones: Promise<[number, number]>[] = [];
     for (let i = 0; i < procs; i++) {
       const count = Math.min(per, conns - i * per);
-      const c = spawn(process.execPath, [...LEAN, SELF, '--role', 'client', '--port', String(base + i), '--conns', String(count), '--addrs', String(addrs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const port = onePort ? base : base + i;
+      const c = spawn(process.execPath, [...LEAN, SELF, '--role', 'client', '--port', String(port), '--conns', String(count), '--host', hosts.join(',')], { stdio: ['ignore', 'pipe', 'inherit'] });
       started.push(c);
       dones.push(new Promise((resolve, reject) => {
         createInterface({ input: c.stdout! }).on('line', (l) => {
           const m = /^done (\d+) (\d+) ([\d.]+) (.*)$/.exec(l);
           if (m) {
-            if (Number(m[2]) > 0) process.stderr.write(`client ${i}: ${m[2]} failed ${m[4]}\n`);
+            if (Number(m[2]) > 0) note(`client ${i}: ${m[2]} failed ${m[4]}`);
             resolve([Number(m[1]), Number(m[2])]);
           }
         });
@@ -178,93 +299,192 @@ async function main(): Promise<void> {
     const opened = results.reduce((n, [ok]) => n + ok, 0);
     const failed = results.reduce((n, [, f]) => n + f, 0);
     const rampS = (performance.now() - t0) / 1000;
+    say(`# ${opened} connections opened (${failed} failed) in ${rampS.toFixed(1)} s = ${Math.round(opened / rampS)}/s; ${procs} holders on ${portsText}; ` +
+      `MemAvailable ${avail0} -> ${memAvailMB()} MB; load before ${load0}`);
+    say(`# TCP sockstat: host ${sockstat(1)}` + (netns ? ` | namespace A (clients) ${sockstat('self')} | namespace B (holders) ${sockstat(tree.pid!)}` : '') +
+      ' (inuse is per namespace; orphan, alloc and mem are host-wide)');
 
-    // Wait until the holders have accepted them all: the netlink count is the ground truth.
-    const source = new NetlinkSource(addon, ports);
-    let established = 0;
-    for (let tries = 0; tries < 300; tries++) {
-      established = source.fill(new InodeTable(1 << 20));
-      if (established >= opened) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    // Let the ramp's CPU backlog drain before timing anything.
-    await new Promise((r) => setTimeout(r, settleMs));
-    const treePids = processTree(tree.pid!);
-    say(`# ${opened} connections opened (${failed} failed) in ${rampS.toFixed(1)} s = ${Math.round(opened / rampS)}/s; ${established} established on ports ${base}-${base + procs - 1}; ` +
-      `tree ${treePids.length} processes (holders ${pids.length}); ${sockstat()}; MemAvailable ${avail0} → ${memAvailMB()} MB`);
-    say(`# node ${process.version}, load before ${load0}, now ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
-    say('step\tcount\ttime');
-
-    const table = new InodeTable(1 << 22);
-    const nl = timeIt(runs, () => {
-      table.clear();
-      return source.fill(table);
-    });
-    say(`netlink sock_diag dump (filtered in the kernel: ESTABLISHED, local port in range)\t${nl.result}\t${fmt(nl.ms)}`);
-    const procTable = new InodeTable(1 << 22);
-    const proc = new ProcSource(tree.pid!, ports);
-    if (procRuns > 0) {
-      const pr = timeIt(procRuns, () => {
-        procTable.clear();
-        return proc.fill(procTable);
-      });
-      say(`/proc/net/tcp + tcp6 text scan (every socket of the host)\t${pr.result}\t${fmt(pr.ms)}`);
-    }
-    const procsOf = (): { pid: number; startTime: number }[] => treePids.map((pid) => ({ pid, startTime: readStat(pid)!.startTime }));
-    const list = procsOf();
-    const fdReader = nativeFdReader(addon);
-    const cold = timeIt(Math.min(runs, 3), () => {
-      table.clearFlag(FLAG_COUNTED);
-      return new SocketOwnership(fdReader).count(list, table);
-    });
-    say(`ownership cold (list + readlink every fd of the tree, addon)\t${cold.result.established} of ${cold.result.fds} fds\t${fmt(cold.ms)}`);
-    const own = new SocketOwnership(fdReader);
-    table.clearFlag(FLAG_COUNTED);
-    own.count(list, table);
-    const warm = timeIt(runs, () => {
-      table.clearFlag(FLAG_COUNTED);
-      return own.count(list, table);
-    });
-    say(`ownership warm (unchanged processes not listed; cached links)\t${warm.result.established} (listed ${warm.result.listed} of ${list.length} processes, readlinks ${warm.result.readlinks})\t${fmt(warm.ms)}`);
-    const relist = timeIt(Math.min(runs, 3), () => {
-      let n = 0;
-      for (const { pid } of list) n += fdReader.listFds(pid).length;
-      return n;
-    });
-    say(`for comparison: listing every fd directory of the tree (addon getdents64)\t${relist.result} fds\t${fmt(relist.ms)}`);
-
-    const walk = timeIt(runs, () => processTree(tree.pid!).length);
-    say(`process tree walk (/proc children files)\t${walk.result} processes\t${fmt(walk.ms)}`);
-    const pss = timeIt(runs, () => treePids.reduce((n, pid) => n + (readPssKb(pid) ?? 0), 0));
-    say(`PSS of every tree process (smaps_rollup)\t${Math.round(pss.result / 1024)} MB\t${fmt(pss.ms)}`);
-    const rec = startRecorder({ pid: tree.pid!, ports, intervalMs: 3_600_000, out: null, sockets: 'netlink' });
-    const whole = timeIt(runs, () => rec.sampleNow()!.conns);
-    say(`whole recorder sample, netlink (stat, PSS of ${treePids.length} processes, tree, sockstat, connections)\t${whole.result}\t${fmt(whole.ms)}`);
-    await rec.stop();
-
-    if (recordMs > 0) {
-      const notices: string[] = [];
-      const at: number[] = [];
-      const rec1 = startRecorder({
-        pid: tree.pid!, ports, intervalMs: 1000, out: null, sockets: 'netlink',
-        log: (l) => notices.push(l), onRow: () => at.push(performance.now()),
-      });
-      await new Promise((r) => setTimeout(r, recordMs));
-      await rec1.stop();
-      const conns1 = rec1.rows.map((r) => r.conns);
-      const gaps = at.slice(1).map((t, i) => t - at[i]!);
-      say(`recorder at --interval 1s for ${recordMs / 1000} s, netlink\t${rec1.rows.length} rows, conns ${Math.min(...conns1)}-${Math.max(...conns1)}\t` +
-        `gaps between rows ${gaps.length ? fmt(gaps) : '-'}; notices: ${notices.length ? notices.join(' | ') : 'none'}`);
-    }
-    say(`# after: load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}, MemAvailable ${memAvailMB()} MB`);
+    const measureCmd = [SELF, '--role', 'measure', '--tree-pid', String(tree.pid), '--expect', String(opened),
+      '--ports', onePort ? String(base) : `${base}-${base + procs - 1}`, '--base-port', String(base), ...measureArgs];
+    const measure = netns
+      ? spawn('nsenter', [`--net=/proc/${tree.pid}/ns/net`, '--', process.execPath, ...measureCmd], { stdio: 'inherit' })
+      : spawn(process.execPath, measureCmd, { stdio: 'inherit' });
+    started.push(measure);
+    const code = await new Promise<number>((resolve) => measure.once('exit', (c) => resolve(c ?? 1)));
+    if (code !== 0) throw new Error(`the measuring process exited with ${code}`);
   } finally {
     clearTimeout(deadline);
     killAll();
   }
 }
 
-if (values.role) stayUntilDeadline();
-if (values.role === 'root') await root(parseIntFlag('--base-port', values['base-port']!, 1, 65535), parseIntFlag('--conns', values.conns!, 1, 1000));
-else if (values.role === 'holder') holder(parseIntFlag('--port', values.port!, 1, 65535));
-else if (values.role === 'client') client(parseIntFlag('--port', values.port!, 1, 65535), parseIntFlag('--conns', values.conns!, 1, 19_000), parseIntFlag('--addrs', values.addrs!, 1, 200));
-else await main();
+/** The measuring process, in the holders' network namespace: waits for every connection, then times each step. */
+async function measure(addon: SockDiag): Promise<void> {
+  const treeRoot = parseIntFlag('--tree-pid', values['tree-pid']!, 1, 4_194_304);
+  const expect = parseIntFlag('--expect', values.expect!, 0, 1_000_000);
+  const ports = parsePortList('--ports', values.ports!);
+  const runs = parseIntFlag('--runs', values.runs!, 1, 50);
+  const procRuns = parseIntFlag('--proc-runs', values['proc-runs']!, 0, 20);
+  const recordMs = parseDuration('--record', values.record!, 0, 300_000);
+  const settleMs = parseDuration('--settle', values.settle!, 0, 300_000);
+  // Below every holder port and every ephemeral port: nothing listens or connects from there.
+  const unused = parseIntFlag('--base-port', values['base-port']!, 1024, 65000) - 1;
+
+  // Wait until the holders have accepted them all: the netlink count is the ground truth.
+  const source = new NetlinkSource(addon, ports);
+  let established = 0;
+  for (let tries = 0; tries < 300; tries++) {
+    established = source.fill(new InodeTable(1 << 20));
+    if (established >= expect) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  // Let the ramp's CPU backlog drain before timing anything.
+  await new Promise((r) => setTimeout(r, settleMs));
+  const treePids = processTree(treeRoot);
+  const ehash = ehashEntries();
+  say(`# measuring in ${netNs('self')}: ${established} established on the watched ports; tree ${treePids.length} processes; ` +
+    `tcp_ehash_entries here ${ehash}${ehash < 0 ? " (shares the host's table)" : ''}; TCP ${sockstat()}`);
+  say(`# node ${process.version}, 2 cores; load now ${loadavg()}`);
+  say('step\tcount\ttime');
+
+  // The kernel's dump at its rawest: IPv4, ESTABLISHED. A port nobody uses times the walk over the table alone
+  // (each socket's state, family and port checked, the program run where there is one, nothing filled); the
+  // watched ports add a record filled for each match. Program and header are timed in turns.
+  const est = (bc: Uint8Array | null, sport = 0) => () => addon.dump(AF_INET, TCPF_ESTABLISHED, bc, sport).length;
+  const single = ports.length === 1;
+  const steps: [string, () => number][] = [
+    [`dump walk only: filter program, port ${unused} (nobody's)`, est(portFilter([unused]))],
+    [`dump walk only: port ${unused} in the request header, no program`, est(null, unused)],
+    [`dump walk + fill: filter program, the watched port${single ? '' : 's'}`, est(portFilter(ports))],
+  ];
+  if (single) steps.push([`dump walk + fill: port ${ports[0]} in the request header, no program`, est(null, ports[0])]);
+  const timed = timeTurns(runs, steps.map(([, fn]) => fn));
+  steps.forEach(([label], i) => say(`${label}\t${timed[i]!.result}\t${fmt(timed[i]!.ms)}`));
+
+  const table = new InodeTable(1 << 22);
+  const nl = timeIt(runs, () => {
+    table.clear();
+    return source.fill(table);
+  });
+  say(`memlog's netlink source (${source.via}${single ? '' : `, ${ports.length} ports`}; the IPv6 listener check included)\t${nl.result}\t${fmt(nl.ms)}`);
+  if (procRuns > 0) {
+    const procTable = new InodeTable(1 << 22);
+    const proc = new ProcSource(treeRoot, ports);
+    const pr = timeIt(procRuns, () => {
+      procTable.clear();
+      return proc.fill(procTable);
+    });
+    say(`/proc/net/tcp + tcp6 text scan (every socket of the namespace)\t${pr.result}\t${fmt(pr.ms)}`);
+  }
+  const list = treePids.map((pid) => ({ pid, startTime: readStat(pid)!.startTime }));
+  const fdReader = nativeFdReader(addon);
+  const cold = timeIt(Math.min(runs, 3), () => {
+    table.clearFlag(FLAG_COUNTED);
+    return new SocketOwnership(fdReader).count(list, table);
+  });
+  say(`ownership cold (list + readlink every fd of the tree, addon)\t${cold.result.established} of ${cold.result.fds} fds\t${fmt(cold.ms)}`);
+  const own = new SocketOwnership(fdReader);
+  table.clearFlag(FLAG_COUNTED);
+  own.count(list, table);
+  const warm = timeIt(runs, () => {
+    table.clearFlag(FLAG_COUNTED);
+    return own.count(list, table);
+  });
+  say(`ownership warm (unchanged processes not listed; cached links)\t${warm.result.established} (listed ${warm.result.listed} of ${list.length} processes, readlinks ${warm.result.readlinks})\t${fmt(warm.ms)}`);
+  const relist = timeIt(Math.min(runs, 3), () => {
+    let n = 0;
+    for (const { pid } of list) n += fdReader.listFds(pid).length;
+    return n;
+  });
+  say(`for comparison: listing every fd directory of the tree (addon getdents64)\t${relist.result} fds\t${fmt(relist.ms)}`);
+
+  const walk = timeIt(runs, () => processTree(treeRoot).length);
+  say(`process tree walk (/proc children files)\t${walk.result} processes\t${fmt(walk.ms)}`);
+  const pss = timeIt(runs, () => treePids.reduce((n, pid) => n + (readPssKb(pid) ?? 0), 0));
+  say(`PSS of every tree process (smaps_rollup)\t${Math.round(pss.result / 1024)} MB\t${fmt(pss.ms)}`);
+  const rec = startRecorder({ pid: treeRoot, ports, intervalMs: 3_600_000, out: null, sockets: 'netlink' });
+  const whole = timeIt(runs, () => rec.sampleNow()!.conns);
+  say(`whole recorder sample, netlink (stat, PSS of ${treePids.length} processes, tree, sockstat, connections)\t${whole.result}\t${fmt(whole.ms)}`);
+  await rec.stop();
+
+  if (recordMs > 0) {
+    const notices: string[] = [];
+    const at: number[] = [];
+    const intervalMs = 1000;
+    const rec1 = startRecorder({
+      pid: treeRoot, ports, intervalMs, out: null, sockets: 'netlink',
+      log: (l) => notices.push(l), onRow: () => at.push(performance.now()),
+    });
+    await new Promise((r) => setTimeout(r, recordMs));
+    await rec1.stop();
+    const conns1 = rec1.rows.map((r) => r.conns);
+    const gaps = at.slice(1).map((t, i) => t - at[i]!);
+    // The first sample is taken at once, then one per slot of the grid: recordMs / interval more.
+    const slots = Math.floor(recordMs / intervalMs) + 1;
+    const late = gaps.filter((g) => g > 1.5 * intervalMs).length;
+    say(`recorder at --interval 1s for ${recordMs / 1000} s, netlink\t${rec1.rows.length} rows of ${slots} slots, conns ${Math.min(...conns1)}-${Math.max(...conns1)}\t` +
+      `gaps between rows ${gaps.length ? fmt(gaps) : '-'}, ${late} over 1.5 s (a slot skipped); notices: ${notices.length ? notices.join(' | ') : 'none'}`);
+  }
+  say(`# after: load ${loadavg()}, MemAvailable ${memAvailMB()} MB`);
+}
+
+async function main(): Promise<void> {
+  const conns = parseIntFlag('--conns', values.conns!, 1, 1_000_000);
+  const per = parseIntFlag('--per', values.per!, 100, 19_000);
+  const base = parseIntFlag('--base-port', values['base-port']!, 1024, 65000);
+  const onePort = values['one-port']!;
+  const procs = Math.ceil(conns / per);
+  if (!onePort && base + procs - 1 > 65535) throw new Error(`--base-port ${base} + ${procs} holders passes port 65535`);
+  // Each destination port gets conns / ports connections, spread over the addresses.
+  const perPort = onePort ? conns : per;
+  const addrs = values.addrs === 'auto' ? Math.max(4, Math.ceil(perPort / PER_PAIR)) : parseIntFlag('--addrs', values.addrs!, 1, 250);
+  if (perPort / addrs > 28_000) throw new Error(`--addrs ${addrs}: ${Math.ceil(perPort / addrs)} connections per address pair and port is more than the ephemeral ports (use at least ${Math.ceil(perPort / PER_PAIR)})`);
+  const { reason } = loadSockDiag();
+  if (reason) throw new Error(`the netlink addon is needed here: ${reason}`);
+  const measureArgs = ['--runs', values.runs!, '--proc-runs', values['proc-runs']!, '--record', values.record!, '--settle', values.settle!];
+  // Validate them here, before any process starts.
+  parseIntFlag('--runs', values.runs!, 1, 50);
+  parseIntFlag('--proc-runs', values['proc-runs']!, 0, 20);
+  parseDuration('--record', values.record!, 0, 300_000);
+  parseDuration('--settle', values.settle!, 0, 300_000);
+  const plan: Plan = { conns, per, base, procs, onePort, netns: values['clients-netns']!, addrs, childEhash: 0, hostNetns: '' };
+
+  if (values.role === 'ns-a') {
+    plan.childEhash = parseIntFlag('--child-ehash', values['child-ehash']!, 128, 16_777_216);
+    plan.hostNetns = values['host-netns'] ?? '';
+    return orchestrate(plan, measureArgs);
+  }
+  if (!plan.netns) return orchestrate(plan, measureArgs);
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('bench-1m: --clients-netns needs root (it creates network namespaces and a veth pair with unshare and ip)\n');
+    process.exit(2);
+  }
+  // By default B's table is as large as the host's, so the only difference from loopback is where the clients are.
+  const childEhash = values['child-ehash'] !== undefined ? parseIntFlag('--child-ehash', values['child-ehash'], 128, 16_777_216) : Math.abs(ehashEntries());
+  const args = process.argv.slice(2).filter((a, i, all) => a !== '--child-ehash' && all[i - 1] !== '--child-ehash' && !a.startsWith('--child-ehash='));
+  const a = spawn('unshare', ['--net', '--', process.execPath, SELF, ...args, '--role', 'ns-a', '--child-ehash', String(childEhash), '--host-netns', netNs('self')], { stdio: 'inherit' });
+  const stop = (): void => void a.kill('SIGTERM');
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  const code = await new Promise<number>((resolve) => a.once('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+  process.exit(code);
+}
+
+try {
+  if (values.role && values.role !== 'ns-a') stayUntilDeadline();
+  if (values.role === 'root') await root(parseIntFlag('--base-port', values['base-port']!, 1, 65535), parseIntFlag('--conns', values.conns!, 1, 1000), values['one-port']!, parseIntFlag('--per', values.per!, 100, 19_000));
+  else if (values.role === 'holder') holder(values.port === undefined ? null : parseIntFlag('--port', values.port, 1, 65535), parseIntFlag('--per', values.per!, 100, 19_000));
+  else if (values.role === 'client') client(parseIntFlag('--port', values.port!, 1, 65535), parseIntFlag('--conns', values.conns!, 1, 19_000), values.host!.split(','));
+  else if (values.role === 'measure') {
+    const { addon, reason } = loadSockDiag();
+    if (!addon) throw new Error(`the netlink addon is needed here: ${reason}`);
+    await measure(addon);
+    process.exit(0);
+  } else {
+    await main();
+    process.exit(0);
+  }
+} catch (err) {
+  process.stderr.write(`bench-1m: ${(err as Error).message}\n`);
+  process.exit(err instanceof Error && 'flag' in err ? 2 : 1);
+}
