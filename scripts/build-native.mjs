@@ -1,21 +1,29 @@
-// Builds memlog's netlink addon (memlog/native, C, node-gyp) when its sources are newer than the built module.
-// A machine without a C compiler still gets a working memlog (it reads /proc/net/tcp instead), so a failed build
-// warns and exits 0; the test suite checks the addon loads, so CI does not miss a broken build.
+// Builds the project's two small C addons with node-gyp when their sources are newer than the built module:
+// memlog's netlink reader (memlog/native) and the server's batch writer (server/native).
+// A machine without a C compiler still gets working tools (memlog reads /proc/net/tcp instead, the server writes
+// each socket from the main thread), so a failed build warns and exits 0; the test suites check that both addons
+// load, so CI does not miss a broken build.
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const dir = fileURLToPath(new URL('../memlog/native/', import.meta.url));
-const out = dir + 'build/Release/sockdiag.node';
-const mtime = (p) => statSync(p).mtimeMs;
-if (process.env.C1M_NO_NATIVE === '1') process.exit(0);
-if (existsSync(out) && mtime(out) > Math.max(mtime(dir + 'sockdiag.c'), mtime(dir + 'binding.gyp'))) process.exit(0);
+const ADDONS = [
+  { dir: '../memlog/native/', name: 'sockdiag', fallback: "memlog's netlink addon was not built; memlog will count connections from /proc/net/tcp instead" },
+  { dir: '../server/native/', name: 'writer', fallback: "the server's batch writer was not built; the server will write every socket from its main thread" },
+];
 
-// Inside `npm run`, npm puts its own node-gyp on PATH and passes its nodedir setting in the environment.
-const r = spawnSync('node-gyp', ['rebuild', '--directory', dir], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-if (r.status !== 0) {
-  const why = r.error ? `${r.error.code ?? r.error.message} (run it through npm run build)` : r.stderr.split('\n').filter((l) => /error/i.test(l)).slice(0, 5).join('\n');
-  process.stderr.write(`build: memlog's netlink addon was not built; memlog will count connections from /proc/net/tcp instead.\n${why}\n`);
-  process.exit(0);
+if (process.env.C1M_NO_NATIVE === '1') process.exit(0);
+const mtime = (p) => statSync(p).mtimeMs;
+for (const { dir: rel, name, fallback } of ADDONS) {
+  const dir = fileURLToPath(new URL(rel, import.meta.url));
+  const out = `${dir}build/Release/${name}.node`;
+  if (existsSync(out) && mtime(out) > Math.max(mtime(`${dir}${name}.c`), mtime(`${dir}binding.gyp`))) continue;
+  // Inside `npm run`, npm puts its own node-gyp on PATH and passes its nodedir setting in the environment.
+  const r = spawnSync('node-gyp', ['rebuild', '--directory', dir], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) {
+    const why = r.error ? `${r.error.code ?? r.error.message} (run it through npm run build)` : r.stderr.split('\n').filter((l) => /error/i.test(l)).slice(0, 5).join('\n');
+    process.stderr.write(`build: ${fallback}.\n${why}\n`);
+    continue;
+  }
+  process.stderr.write(`build: ${rel.slice(3)}build/Release/${name}.node\n`);
 }
-process.stderr.write('build: memlog/native/build/Release/sockdiag.node\n');

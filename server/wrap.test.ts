@@ -2,7 +2,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
-import { WrapServer, WrapSocket, wrapAvailable } from './wrap.js';
+import { WrapServer, WrapSocket, loadWriter, wrapAvailable, writerCounters } from './wrap.js';
 import { startCometServer } from './index.js';
 
 const servers: WrapServer[] = [];
@@ -13,7 +13,7 @@ after(() => {
 });
 
 /** A WrapServer on 127.0.0.1:0 whose sockets and events are recorded. */
-async function serve(host = '127.0.0.1'): Promise<{ server: WrapServer; port: number; next: () => Promise<WrapSocket>; events: string[] }> {
+async function serve(host = '127.0.0.1', batched = false): Promise<{ server: WrapServer; port: number; next: () => Promise<WrapSocket>; events: string[] }> {
   const events: string[] = [];
   const accepted: WrapSocket[] = [];
   const waiting: ((s: WrapSocket) => void)[] = [];
@@ -29,7 +29,7 @@ async function serve(host = '127.0.0.1'): Promise<{ server: WrapServer; port: nu
     });
     accepted.push(sock);
     waiting.shift()?.(sock);
-  });
+  }, { batched });
   servers.push(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -59,13 +59,25 @@ async function until(pred: () => boolean, what: string, ms = 3000): Promise<void
   }
 }
 
-test('this Node has the bindings, and the server uses the wrap transport by default', async () => {
+test('this Node has the bindings, and the server uses the wrap transport and the pool writer by default', async () => {
   assert.equal(wrapAvailable(), true);
   const s = await startCometServer({ port: 0, controlPort: 0 });
   try {
     assert.equal(s.transport, 'wrap');
+    assert.equal(s.writer, 'pool');
   } finally {
     await s.stop();
+  }
+  await assert.rejects(startCometServer({ port: 0, controlPort: 0, transport: 'net', writer: 'pool' }), {
+    code: 'C1M_SERVER_CONFIG',
+    message: /--writer pool works with the wrap transport only/,
+  });
+  await assert.rejects(startCometServer({ port: 0, controlPort: 0, writer: 'thread' as 'pool' }), { code: 'C1M_SERVER_CONFIG', message: /--writer: 'thread' is not one of auto, pool, main/ });
+  const n = await startCometServer({ port: 0, controlPort: 0, transport: 'net' });
+  try {
+    assert.equal(n.writer, 'main', 'auto on net: the main thread writes');
+  } finally {
+    await n.stop();
   }
   await assert.rejects(startCometServer({ port: 0, controlPort: 0, transport: 'tcp' as 'net' }), { code: 'C1M_SERVER_CONFIG', message: /--transport: 'tcp' is not one of auto, wrap, net/ });
 });
@@ -102,74 +114,186 @@ test('listen: the bound port, EADDRINUSE as an error event, IPv6, close', async 
   assert.equal(v6.server.address(), null);
 });
 
-test('reads, writes strings (UTF-8) and Buffers in order, corked writes in one writev', async () => {
-  const { port, next, events } = await serve();
-  const c = connect(port);
-  const chunks: Buffer[] = [];
-  c.on('data', (b: Buffer) => chunks.push(b));
-  const sock = await next();
-  c.write('GET / HTTP/1.1\r\n');
-  await until(() => events.includes('data GET / HTTP/1.1\r\n'), 'the request bytes');
-  assert.equal(sock.write('héllo '), true);
-  assert.equal(sock.write(Buffer.from('wörld ')), true);
-  sock.cork();
-  sock.write('a');
-  sock.write(Buffer.from('b'));
-  sock.write('c');
-  sock.uncork();
-  const want = Buffer.from('héllo wörld abc');
-  await until(() => Buffer.concat(chunks).length >= want.length, 'all bytes');
-  assert.deepEqual(Buffer.concat(chunks), want);
+// The socket operations behave the same whether each write goes to the kernel at once (main) or with the tick's
+// batch through the writer addon on a pool thread (batched, the comet server's default).
+for (const [mode, batched] of [['main', false], ['batched', true]] as const) {
+  test(`${mode}: reads, writes strings (UTF-8) and Buffers in order, corked writes in one writev`, async () => {
+    const { port, next, events } = await serve('127.0.0.1', batched);
+    const c = connect(port);
+    const chunks: Buffer[] = [];
+    c.on('data', (b: Buffer) => chunks.push(b));
+    const sock = await next();
+    c.write('GET / HTTP/1.1\r\n');
+    await until(() => events.includes('data GET / HTTP/1.1\r\n'), 'the request bytes');
+    assert.equal(sock.write('héllo '), true);
+    assert.equal(sock.write(Buffer.from('wörld ')), true);
+    sock.cork();
+    sock.write('a');
+    sock.write(Buffer.from('b'));
+    sock.write('c');
+    sock.uncork();
+    const want = Buffer.from('héllo wörld abc');
+    await until(() => Buffer.concat(chunks).length >= want.length, 'all bytes');
+    assert.deepEqual(Buffer.concat(chunks), want);
+  });
+
+  test(`${mode}: end(): FIN after the queued bytes, the socket stays open until the peer closes, then one close`, async () => {
+    const { port, next, events } = await serve('127.0.0.1', batched);
+    const c = connect(port, '127.0.0.1', true); // keeps its side open after our FIN
+    const sock = await next();
+    let received = '';
+    c.on('data', (b: Buffer) => (received += b.toString()));
+    sock.write('bye');
+    sock.end();
+    assert.equal(sock.write('late'), false); // after end(): refused, like write-after-end
+    await once(c, 'end');
+    assert.equal(received, 'bye');
+    // Still reading (and discarding) while the client is open: data arrives, no close yet.
+    c.write('more');
+    await until(() => events.includes('data more'), 'input after end()');
+    assert.equal(events.filter((e) => e.startsWith('close')).length, 0);
+    c.end();
+    await until(() => events.includes('close 0'), 'close');
+    assert.equal(sock.destroyed, true);
+  });
+
+  test(`${mode}: the peer closes first: close at once with nothing queued; destroy() twice closes once`, async () => {
+    const { port, next, events } = await serve('127.0.0.1', batched);
+    const c = connect(port);
+    const sock = await next();
+    c.end();
+    await until(() => events.includes('close 0'), 'close after the peer FIN');
+    assert.equal(sock.destroyed, true);
+    sock.destroy();
+    assert.equal(sock.write('x'), false);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(events.filter((e) => e === 'close 0').length, 1);
+  });
+
+  test(`${mode}: writableLength shows the backlog of a client that does not read; destroy drops it and closes`, async () => {
+    const { port, next, events } = await serve('127.0.0.1', batched);
+    const c = connect(port);
+    c.pause();
+    const sock = await next();
+    const mb = Buffer.alloc(1 << 20, 0x61);
+    // One write a turn: a batched socket hands its output on at the end of the turn.
+    for (let i = 0; i < 32 && sock.writableLength === 0; i++) {
+      sock.write(mb);
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(sock.writableLength > 0, 'the kernel buffers filled and libuv queued the rest');
+    sock.destroy();
+    assert.equal(sock.writableLength, 0);
+    await until(() => events.includes('close 0'), 'close');
+    // The client sees the connection end (reset or FIN) without the server crashing.
+    c.resume();
+    c.on('error', () => {});
+    await once(c, 'close');
+  });
+}
+
+test('batched: the writer addon loads, and one turn\'s writes to many sockets go out as one batch', async () => {
+  assert.equal(loadWriter().reason, '');
+  const { port, next } = await serve('127.0.0.1', true);
+  const cs = Array.from({ length: 5 }, () => connect(port));
+  const socks = await Promise.all(cs.map(() => next()));
+  const got = cs.map(() => '');
+  cs.forEach((c, i) => c.on('data', (b: Buffer) => (got[i] += b.toString())));
+  const before = { ...writerCounters };
+  socks.forEach((sock, i) => sock.write(`to ${i} ✓`));
+  await until(() => got.every((g, i) => g === `to ${i} ✓`), 'every socket\'s bytes');
+  assert.equal(writerCounters.batches - before.batches, 1);
+  assert.equal(writerCounters.writes - before.writes, 5);
 });
 
-test('end(): FIN after the queued bytes, the socket stays open until the peer closes, then one close', async () => {
-  const { port, next, events } = await serve();
-  const c = connect(port, '127.0.0.1', true); // keeps its side open after our FIN
-  const sock = await next();
-  let received = '';
-  c.on('data', (b: Buffer) => (received += b.toString()));
-  sock.write('bye');
-  sock.end();
-  assert.equal(sock.write('late'), false); // after end(): refused, like write-after-end
-  await once(c, 'end');
-  assert.equal(received, 'bye');
-  // Still reading (and discarding) while the client is open: data arrives, no close yet.
-  c.write('more');
-  await until(() => events.includes('data more'), 'input after end()');
-  assert.equal(events.filter((e) => e.startsWith('close')).length, 0);
-  c.end();
-  await until(() => events.includes('close 0'), 'close');
-  assert.equal(sock.destroyed, true);
+test('batched: halves of a surrogate pair at the ends of two sockets\' strings never move bytes between them', async () => {
+  const { port, next } = await serve('127.0.0.1', true);
+  const cs = [connect(port), connect(port)];
+  const socks = [await next(), await next()];
+  const got = [Buffer.alloc(0), Buffer.alloc(0)];
+  cs.forEach((c, i) => c.on('data', (b: Buffer) => (got[i] = Buffer.concat([got[i]!, b]))));
+  // Joined, '\uD83D' + '\uDE00' is one 4-byte character; apart, each is a lone surrogate (U+FFFD, 3 bytes).
+  socks[0]!.write('a\uD83D');
+  socks[1]!.write('\uDE00b');
+  await until(() => got[0]!.length >= 4 && got[1]!.length >= 4, 'both sockets\' bytes');
+  assert.deepEqual(got[0], Buffer.from('a\uFFFD'));
+  assert.deepEqual(got[1], Buffer.from('\uFFFDb'));
 });
 
-test('the peer closes first: close at once with nothing queued; destroy() twice closes once', async () => {
-  const { port, next, events } = await serve();
-  const c = connect(port);
-  const sock = await next();
-  c.end();
-  await until(() => events.includes('close 0'), 'close after the peer FIN');
-  assert.equal(sock.destroyed, true);
-  sock.destroy();
-  assert.equal(sock.write('x'), false);
-  await new Promise((r) => setImmediate(r));
-  assert.equal(events.filter((e) => e === 'close 0').length, 1);
+test('the writer addon checks its arguments: typed errors with stable codes, nothing sent', () => {
+  const w = loadWriter().writer!;
+  const i32 = (n: number): Int32Array => new Int32Array(n);
+  const done = (): void => assert.fail('no batch may start');
+  for (const args of [
+    [],
+    ['not bytes', i32(1), i32(1), i32(1), 1, done],
+    [Buffer.from('ab'), new Uint32Array(1), i32(1), i32(1), 1, done],
+    [Buffer.from('ab'), i32(1), i32(1), i32(1), 2, done], // n beyond the arrays
+    [Buffer.from('ab'), i32(1), Int32Array.of(3), i32(1), 1, done], // lengths beyond the data
+    [Buffer.from('ab'), Int32Array.of(-1), Int32Array.of(1), i32(1), 1, done],
+    [Buffer.from('ab'), i32(1), i32(1), i32(1), 1, 'not a function'],
+  ]) {
+    assert.throws(() => (w.send as (...a: unknown[]) => void)(...args), { name: 'TypeError', code: 'WRITER_BAD_ARGS' }, JSON.stringify(args));
+  }
 });
 
-test('writableLength shows the backlog of a client that does not read; destroy drops it and closes', async () => {
-  const { port, next, events } = await serve();
+test('batched: what the kernel did not take goes through libuv before anything newer, byte for byte', async () => {
+  const { port, next } = await serve('127.0.0.1', true);
   const c = connect(port);
   c.pause();
   const sock = await next();
-  const mb = Buffer.alloc(1 << 20, 0x61);
-  for (let i = 0; i < 32 && sock.writableLength === 0; i++) sock.write(mb);
-  assert.ok(sock.writableLength > 0, 'the kernel buffers filled and libuv queued the rest');
-  sock.destroy();
-  assert.equal(sock.writableLength, 0);
-  await until(() => events.includes('close 0'), 'close');
-  // The client sees the connection end (reset or FIN) without the server crashing.
+  // Strings go to the pool thread; 3 MiB each outgrows the socket buffers of a client that does not read, so the
+  // thread's send is short and the rest, then every later write, must queue in libuv behind it.
+  const parts = ['a', 'b', 'c', 'd'].map((ch, i) => `<${i}>` + ch.repeat(3 << 20));
+  const partialBefore = writerCounters.partial;
+  for (const part of parts) {
+    sock.write(part);
+    await new Promise((r) => setImmediate(r));
+  }
+  sock.write('end');
+  const want = parts.join('') + 'end';
+  let got = 0;
+  const chunks: Buffer[] = [];
+  c.on('data', (b: Buffer) => {
+    chunks.push(b);
+    got += b.length;
+  });
   c.resume();
+  await until(() => got >= want.length, 'all bytes', 10_000);
+  assert.equal(Buffer.concat(chunks).toString('latin1'), want);
+  assert.ok(writerCounters.partial > partialBefore, 'a short write happened');
+});
+
+test('batched: destroy() while the batch is in flight closes after it; a new connection gets only its own bytes', async () => {
+  const { port, next, events } = await serve('127.0.0.1', true);
+  const c = connect(port);
+  c.pause();
   c.on('error', () => {});
-  await once(c, 'close');
+  const sock = await next();
+  sock.write('x'.repeat(4 << 20));
+  await new Promise<void>((r) => process.nextTick(r)); // the batch was submitted at the end of the last turn's ticks
+  sock.destroy();
+  assert.equal(events.includes('close 0'), false, 'the close waits for the batch');
+  await until(() => events.includes('close 0'), 'close after the batch');
+  const d = connect(port);
+  let got = '';
+  d.on('data', (b: Buffer) => (got += b.toString()));
+  const other = await next();
+  other.write('mine');
+  await until(() => got === 'mine', 'the new connection\'s bytes');
+  assert.equal(events.filter((e) => e === 'close 0').length, 1);
+});
+
+test('batched: a write the kernel refuses (the peer reset) is an error event, then close', async () => {
+  const { port, next, events } = await serve('127.0.0.1', true);
+  const c = connect(port);
+  const sock = await next();
+  await once(c, 'connect');
+  c.resetAndDestroy();
+  await until(() => events.length > 0 || sock.write('after the reset') === false, 'the reset', 3000).catch(() => undefined);
+  await until(() => events.includes('close 0'), 'close after the reset');
+  assert.match(events[0]!, /^error (ECONNRESET|EPIPE)$/);
+  assert.deepEqual(events.slice(1), ['close 0']);
 });
 
 test('a reset from the peer is an error event, then close', async () => {

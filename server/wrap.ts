@@ -17,7 +17,9 @@
 // stream.ts registers are stored once per server.
 
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { isIPv6 } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -32,6 +34,7 @@ interface TcpHandle {
   onread?: (this: TcpHandle, ab: ArrayBuffer | undefined) => void;
   onconnection?: (this: TcpHandle, err: number, client?: TcpHandle) => void;
   readonly writeQueueSize: number;
+  readonly fd: number;
   readStart(): number;
   readStop(): number;
   writeBuffer(req: StreamReq, buf: Buffer): number;
@@ -87,6 +90,32 @@ export function wrapAvailable(): boolean {
   return load() !== null;
 }
 
+/** The batch writer addon (server/native/writer.c): one tick's socket writes made on a thread of libuv's pool. */
+interface Writer {
+  send(data: Uint8Array, fds: Int32Array, lens: Int32Array, out: Int32Array, n: number, done: (ok: boolean) => void): void;
+}
+
+/** Where the writer addon is built, relative to this file (dist/server/ or server/). */
+export const WRITER_PATH = fileURLToPath(new URL('../../server/native/build/Release/writer.node', import.meta.url));
+
+let writerLoad: { writer: Writer | null; reason: string } | undefined;
+
+/** Loads the batch writer once; `reason` says why it is unavailable (C1M_NO_NATIVE=1, not built, not Linux). */
+export function loadWriter(): { writer: Writer | null; reason: string } {
+  if (writerLoad) return writerLoad;
+  if (process.env.C1M_NO_NATIVE === '1') return (writerLoad = { writer: null, reason: 'C1M_NO_NATIVE=1' });
+  if (process.platform !== 'linux') return (writerLoad = { writer: null, reason: `the batch writer is Linux only (${process.platform})` });
+  try {
+    const writer = createRequire(import.meta.url)(WRITER_PATH) as Writer;
+    if (typeof writer.send !== 'function') return (writerLoad = { writer: null, reason: `${WRITER_PATH} has no send()` });
+    return (writerLoad = { writer, reason: '' });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'MODULE_NOT_FOUND' ? `${WRITER_PATH} is not built (npm run build)` : (err as Error).message.split('\n')[0]!;
+    return (writerLoad = { writer: null, reason: why });
+  }
+}
+
 function uvError(err: number, syscall: string): NodeJS.ErrnoException {
   let code: string;
   try {
@@ -109,10 +138,18 @@ const DESTROYED = 1;
 const ENDING = 2;
 const SHUTDOWN_PENDING = 4;
 const PEER_GONE = 8;
+/** Has output in the pending batch (see "Batched writes" below). */
+const QUEUED = 16;
+/** Is in the batch a pool thread is writing: its fd must stay open and nothing else may write to it. */
+const IN_FLIGHT = 32;
+/** destroy() came while IN_FLIGHT: close the handle when the batch is done. */
+const CLOSE_DEFERRED = 64;
+/** end() came while QUEUED or IN_FLIGHT: half-close once that output is handed on. */
+const END_DEFERRED = 128;
 
 /** One accepted connection: the subset of net.Socket that stream.ts uses. */
 export class WrapSocket {
-  /** DESTROYED | ENDING | SHUTDOWN_PENDING | PEER_GONE: one small integer rather than four fields. */
+  /** The DESTROYED ... END_DEFERRED bits: one small integer rather than eight fields. */
   flags = 0;
   /** Writes collected between cork() and uncork(). */
   corked: Buffer[] | null = null;
@@ -144,6 +181,15 @@ export class WrapSocket {
       this.corked.push(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
       return true;
     }
+    if (this.server.batched) {
+      enqueue(this, data);
+      return true;
+    }
+    return this.writeNow(data);
+  }
+
+  /** Hands bytes to libuv: written now if the kernel takes them, else queued in libuv's write queue. */
+  writeNow(data: string | Buffer | Buffer[]): boolean {
     const req = new bindings!.WriteWrap();
     req.handle = this.handle;
     req.oncomplete = onWriteDone;
@@ -151,6 +197,9 @@ export class WrapSocket {
     let err: number;
     if (typeof data === 'string') {
       err = this.handle.writeUtf8String(req, data);
+    } else if (Array.isArray(data)) {
+      req.buffer = data;
+      err = this.handle.writev(req, data, true);
     } else {
       req.buffer = data; // libuv may still point into it after the call returns
       err = this.handle.writeBuffer(req, data);
@@ -171,13 +220,11 @@ export class WrapSocket {
     const chunks = this.corked;
     this.corked = null;
     if (chunks === null || chunks.length === 0 || (this.flags & (DESTROYED | ENDING)) !== 0) return;
-    const req = new bindings!.WriteWrap();
-    req.handle = this.handle;
-    req.oncomplete = onWriteDone;
-    req.async = false;
-    req.buffer = chunks;
-    const err = this.handle.writev(req, chunks, true);
-    if (err !== 0) this.fail(uvError(err, 'writev'));
+    if (this.server.batched) {
+      for (const c of chunks) enqueue(this, c);
+      return;
+    }
+    this.writeNow(chunks);
   }
 
   /**
@@ -188,6 +235,14 @@ export class WrapSocket {
     if ((this.flags & (DESTROYED | ENDING)) !== 0) return;
     this.uncork();
     this.flags |= ENDING;
+    // Output still in a batch goes first; the batch code half-closes after handing it on.
+    if ((this.flags & (QUEUED | IN_FLIGHT)) !== 0) this.flags |= END_DEFERRED;
+    else this.shutdown();
+  }
+
+  /** Sends our FIN after libuv's queued output. */
+  shutdown(): void {
+    this.flags &= ~END_DEFERRED;
     const req = new bindings!.ShutdownWrap();
     req.handle = this.handle;
     req.oncomplete = onShutdownDone;
@@ -198,10 +253,19 @@ export class WrapSocket {
   /** Closes now; queued output is dropped. 'close' follows once libuv has closed the handle. */
   destroy(): void {
     if ((this.flags & DESTROYED) !== 0) return;
+    // What was written before destroy() goes to the kernel if it takes it now, as with net.Socket, whose write()
+    // reaches the kernel at once: an error answer followed by a cut must still be seen.
+    if ((this.flags & (QUEUED | IN_FLIGHT)) === QUEUED) {
+      takePending(this);
+      if ((this.flags & DESTROYED) !== 0) return; // that write failed, and fail() closed
+    }
     this.flags |= DESTROYED;
     this.corked = null;
     this.handle.readStop();
-    this.handle.close(onHandleClose);
+    // A pool thread may be writing to this fd: closing it now could hand the number to the next accepted
+    // connection, and the thread's bytes to the wrong client. The batch's completion closes it.
+    if ((this.flags & IN_FLIGHT) !== 0) this.flags |= CLOSE_DEFERRED;
+    else this.handle.close(onHandleClose);
   }
 
   /** Reports an error to the shared handler and closes. */
@@ -210,6 +274,160 @@ export class WrapSocket {
     this.server.handlers.error?.call(this, err);
     this.destroy();
   }
+}
+
+// Batched writes. With the writer addon loaded, a WrapServer's sockets do not write when stream.ts calls write():
+// the bytes join the process's pending batch, and at the end of the tick (process.nextTick, so after stream.ts's
+// flush has queued every connection's output) the batch goes to a pool thread as one buffer, while this thread
+// goes on with the next publish (server/native/writer.c says why). One batch is in flight at a time; output queued
+// meanwhile waits for the next. Order per socket is kept by three rules: a socket with bytes in libuv's own queue
+// (a slow reader, or the rest of a short write) never goes to the thread, only behind them through libuv; a socket
+// in flight gets nothing else written until its batch is done; and whatever the kernel did not take in the thread
+// is handed to libuv before anything newer. Buffers (large shared messages) always go through libuv, in turn.
+
+/** Output waiting for the next batch: one entry per socket, a string or the parts in order. */
+let pendSocks: WrapSocket[] = [];
+let pendData: (string | Buffer | (string | Buffer)[])[] = [];
+const pendIndex = new Map<WrapSocket, number>();
+let submitScheduled = false;
+
+/** The batch in flight: its sockets and their byte lengths, the buffer and the per-socket results. */
+let flySocks: WrapSocket[] = [];
+let flyData: Buffer | null = null;
+let flyFds: Int32Array = new Int32Array(1024);
+let flyLens: Int32Array = new Int32Array(1024);
+let flyOut: Int32Array = new Int32Array(1024);
+let flyN = 0;
+/** Batches handed to the writer, and writes they carried; for /stats. */
+export const writerCounters = { batches: 0, writes: 0, partial: 0 };
+
+function enqueue(sock: WrapSocket, data: string | Buffer): void {
+  if ((sock.flags & QUEUED) === 0) {
+    sock.flags |= QUEUED;
+    pendIndex.set(sock, pendSocks.length);
+    pendSocks.push(sock);
+    pendData.push(data);
+    if (!submitScheduled && flyData === null) {
+      submitScheduled = true;
+      process.nextTick(submit);
+    }
+    return;
+  }
+  const i = pendIndex.get(sock)!;
+  const prev = pendData[i]!;
+  if (typeof prev === 'string' && typeof data === 'string') pendData[i] = prev + data;
+  else if (Array.isArray(prev)) prev.push(data);
+  else pendData[i] = [prev, data];
+}
+
+/** Writes a socket's pending entry through libuv now, out of the batch. */
+function takePending(sock: WrapSocket): void {
+  const i = pendIndex.get(sock)!;
+  const d = pendData[i]!;
+  pendData[i] = '';
+  sock.flags &= ~QUEUED;
+  handOn(sock, d);
+}
+
+/** Everything of one pending entry through libuv, then the deferred half-close. */
+function handOn(sock: WrapSocket, data: string | Buffer | (string | Buffer)[]): void {
+  if (Array.isArray(data)) sock.writeNow(data.map((d) => (typeof d === 'string' ? Buffer.from(d, 'utf8') : d)));
+  else sock.writeNow(data);
+  if ((sock.flags & (END_DEFERRED | DESTROYED)) === END_DEFERRED) sock.shutdown();
+}
+
+function grow(a: Int32Array, n: number): Int32Array {
+  return a.length >= n ? a : new Int32Array(Math.max(n, a.length * 2));
+}
+
+/** Sends the pending batch: to the writer those sockets it may write, the rest through libuv. */
+function submit(): void {
+  submitScheduled = false;
+  if (flyData !== null || pendSocks.length === 0) return;
+  const socks = pendSocks;
+  const data = pendData;
+  pendSocks = [];
+  pendData = [];
+  pendIndex.clear();
+  const strings: string[] = [];
+  flyFds = grow(flyFds, socks.length);
+  flyLens = grow(flyLens, socks.length);
+  flyOut = grow(flyOut, socks.length);
+  let n = 0;
+  let total = 0;
+  for (let i = 0; i < socks.length; i++) {
+    const sock = socks[i]!;
+    if ((sock.flags & QUEUED) === 0) continue; // taken out by destroy()
+    sock.flags &= ~QUEUED;
+    if ((sock.flags & DESTROYED) !== 0) continue; // dropped, as a write to a destroyed socket is
+    const d = data[i]!;
+    if (typeof d !== 'string' || (sock.flags & END_DEFERRED) !== 0 || sock.handle.writeQueueSize > 0) {
+      handOn(sock, d);
+      continue;
+    }
+    sock.flags |= IN_FLIGHT;
+    flySocks.push(sock);
+    flyFds[n] = sock.handle.fd;
+    total += flyLens[n] = Buffer.byteLength(d, 'utf8');
+    strings.push(d);
+    n++;
+  }
+  if (n === 0) return;
+  flyN = n;
+  flyData = Buffer.from(strings.length === 1 ? strings[0]! : strings.join(''), 'utf8');
+  if (flyData.length !== total) {
+    // A string ending in half a surrogate pair met the other half at the start of the next: joined, they encode
+    // shorter than apart, and the boundaries would shift bytes between sockets. Never from stream.ts (its writes
+    // start and end in ASCII); if it happens, each socket writes its own string through libuv.
+    const socks2 = flySocks;
+    flySocks = [];
+    flyData = null;
+    flyN = 0;
+    for (let i = 0; i < n; i++) {
+      socks2[i]!.flags &= ~IN_FLIGHT;
+      handOn(socks2[i]!, strings[i]!);
+    }
+    return;
+  }
+  writerCounters.batches++;
+  writerCounters.writes += n;
+  try {
+    loadWriter().writer!.send(flyData, flyFds, flyLens, flyOut, n, onBatchDone);
+  } catch {
+    // Not expected (one batch at a time); if the addon refuses, libuv writes the batch instead.
+    flyOut.fill(0, 0, n);
+    onBatchDone(true);
+  }
+}
+
+/** The pool thread made every send of the batch: hand on what the kernel did not take, close what was closed. */
+function onBatchDone(ok: boolean): void {
+  const socks = flySocks;
+  const data = flyData!;
+  flySocks = [];
+  flyData = null;
+  let off = 0;
+  for (let i = 0; i < flyN; i++) {
+    const sock = socks[i]!;
+    const len = flyLens[i]!;
+    const wrote = ok ? flyOut[i]! : 0;
+    sock.flags &= ~IN_FLIGHT;
+    if ((sock.flags & CLOSE_DEFERRED) !== 0) {
+      sock.flags &= ~CLOSE_DEFERRED;
+      sock.handle.close(onHandleClose);
+    } else if (wrote < 0) {
+      sock.fail(uvError(wrote, 'write'));
+    } else {
+      if (wrote < len) {
+        writerCounters.partial++;
+        sock.writeNow(data.subarray(off + wrote, off + len));
+      }
+      if ((sock.flags & (END_DEFERRED | QUEUED | DESTROYED)) === END_DEFERRED) sock.shutdown();
+    }
+    off += len;
+  }
+  flyN = 0;
+  if (pendSocks.length > 0) submit();
 }
 
 // Module-level callbacks: libuv calls them with the handle (or request) as `this`.
@@ -233,7 +451,7 @@ function onRead(this: TcpHandle, ab: ArrayBuffer | undefined): void {
   sock.flags |= PEER_GONE;
   sock.handle.readStop();
   if ((sock.flags & SHUTDOWN_PENDING) !== 0) return;
-  if (sock.writableLength > 0 && (sock.flags & ENDING) === 0) sock.end();
+  if ((sock.writableLength > 0 || (sock.flags & (QUEUED | IN_FLIGHT)) !== 0) && (sock.flags & ENDING) === 0) sock.end();
   else sock.destroy();
 }
 
@@ -277,11 +495,16 @@ function onConnection(this: TcpHandle, err: number, client?: TcpHandle): void {
 export class WrapServer extends EventEmitter {
   /** stream.ts's shared socket handlers. */
   readonly handlers: { data?: DataHandler; error?: ErrorHandler; close?: CloseHandler } = {};
+  /** True when this server's sockets write through the batch writer (see "Batched writes"). */
+  readonly batched: boolean;
   private handle: TcpHandle | null = null;
 
-  constructor(readonly onSocket: (sock: WrapSocket) => void) {
+  /** `batched`: use the writer addon (default: when it loads). */
+  constructor(readonly onSocket: (sock: WrapSocket) => void, opts: { batched?: boolean } = {}) {
     super();
     if (!load()) throw new Error('the wrap transport is not available in this Node (process.binding tcp_wrap/stream_wrap)');
+    this.batched = opts.batched ?? loadWriter().writer !== null;
+    if (this.batched && loadWriter().writer === null) throw new Error(`the batch writer is not available: ${loadWriter().reason}`);
   }
 
   /** Binds and listens; `cb` runs once listening, errors go to 'error' (EADDRINUSE, EACCES, EADDRNOTAVAIL, ...). */

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "writer",
+      "sources": ["writer.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
