@@ -185,6 +185,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
   let port: number | undefined;
   let controlPort: number | undefined;
   let serverTransport: string | undefined;
+  let serverWriter: string | undefined;
   let lastStats: ServerStats | undefined;
   let statsBefore: ServerStats | undefined;
   let statsAfter: ServerStats | undefined;
@@ -255,8 +256,8 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     phase = 'server';
     const host = o.destHosts.length === 1 ? o.destHosts[0]! : '0.0.0.0';
     if (isReference) {
-      let readyResolve!: (v: { port: number; controlPort: number; transport?: string }) => void;
-      const ready = new Promise<{ port: number; controlPort: number; transport?: string }>((r) => (readyResolve = r));
+      let readyResolve!: (v: { port: number; controlPort: number; transport?: string; writer?: string }) => void;
+      const ready = new Promise<{ port: number; controlPort: number; transport?: string; writer?: string }>((r) => (readyResolve = r));
       server = await startChild('server', process.execPath, {
         args: serverArgs(host, o.serverFlags),
         env: serverEnv(),
@@ -271,6 +272,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
       port = r.port;
       controlPort = r.controlPort;
       serverTransport = r.transport;
+      serverWriter = r.writer;
     } else if (o.serverCmd !== undefined) {
       server = await startChild('server', o.serverCmd, { args: [], shell: true, stderrFile: file('server.log'), stdoutFile: file('server.out') });
       serverPid = server.pid;
@@ -468,7 +470,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     argv: o.argv,
     preset: o.preset ?? null,
     options: { ...o, log: undefined, argv: undefined },
-    derived: { msgRate, clientProcs, serverProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? [...SERVER_NODE_FLAGS] : null, serverTransport: serverTransport ?? null },
+    derived: { msgRate, clientProcs, serverProcs, serverPid, pids: { server: server?.pid ?? serverPid ?? null, memlog: memlog?.pid ?? null, floodtest: flood?.pid ?? null, msggen: msggen?.pid ?? null }, port, controlPort, urlTemplate: o.urlTemplate ?? REFERENCE_URL_TEMPLATE, serverNodeFlags: isReference ? [...SERVER_NODE_FLAGS] : null, serverTransport: serverTransport ?? null, serverWriter: serverWriter ?? null },
     startedAt: new Date(phases.start).toISOString(),
     endedAt: new Date(phases.end).toISOString(),
     phases: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, v === undefined ? null : new Date(v).toISOString()])),
@@ -482,7 +484,7 @@ async function runBench(o: BenchOptions, stopReason: () => string | undefined, a
     `run ${new Date(phases.start).toISOString()} → ${new Date(phases.end).toISOString()}, git ${machine.git.commit?.slice(0, 10) ?? '?'}${machine.git.dirty ? ' (dirty)' : ''}`,
     `${machine.cpuModel}, ${machine.cpus} cores, ${Math.round(machine.memTotalMB / 1024)} GiB; Linux ${machine.kernel}; Node ${machine.node}`,
     isReference
-      ? `server: reference comet-server, node ${SERVER_NODE_FLAGS.join(' ')}${o.serverFlags.length ? ' ' + o.serverFlags.join(' ') : ''}${serverTransport ? `, transport ${serverTransport}` : ''}`
+      ? `server: reference comet-server, node ${SERVER_NODE_FLAGS.join(' ')}${o.serverFlags.length ? ' ' + o.serverFlags.join(' ') : ''}${serverTransport ? `, transport ${serverTransport}` : ''}${serverWriter ? `, writer ${serverWriter}` : ''}`
       : `server: ${o.serverCmd ?? `pid ${o.serverPid}`}`,
     `load average before / after: ${loadBefore.join(' ')} / ${machineEnd.loadavg.join(' ')}`,
     `msggen: ${o.procs} workers × ${o.rate} msg/s; floodtest: ${o.connectRate} connects/s over ${o.destHosts.length} address(es)`,

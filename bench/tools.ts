@@ -25,12 +25,13 @@ export function serverArgs(host: string, extra: string[] = []): string[] {
 }
 
 /** Parses the server's ready line: `listening port=<p> control=<c> ...`. */
-export function parseReadyLine(line: string): { port: number; controlPort: number; transport?: string } | undefined {
+export function parseReadyLine(line: string): { port: number; controlPort: number; transport?: string; writer?: string } | undefined {
   const p = line.match(/\bport=(\d+)/);
   const c = line.match(/\bcontrol=(\d+)/);
   const t = line.match(/\btransport=(\w+)/);
+  const w = line.match(/\bwriter=(\w+)/);
   if (!p || !c) return undefined;
-  return { port: Number(p[1]), controlPort: Number(c[1]), ...(t ? { transport: t[1]! } : {}) };
+  return { port: Number(p[1]), controlPort: Number(c[1]), ...(t ? { transport: t[1]! } : {}), ...(w ? { writer: w[1]! } : {}) };
 }
 
 /** memlog recorder on a pid, 1 s samples, into `out`. */

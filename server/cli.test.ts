@@ -53,6 +53,8 @@ describe('comet-server CLI', () => {
       [['--max-conns=-1'], /--max-conns: -1 is out of range \(allowed: 0 to 10000000\)/],
       [['--max-conns', '-1'], /Option '--max-conns' argument is ambiguous/],
       [['--frobnicate'], /Unknown option '--frobnicate'/],
+      [['--writer', 'thread'], /--writer: 'thread' is not one of auto, pool, main/],
+      [['--writer', 'pool', '--transport', 'net', '--port', '0', '--control-port', '0'], /--writer pool works with the wrap transport only/],
       [['--control-host', '0.0.0.0', '--port', '0', '--control-port', '0'], /refusing to expose the control API on 0\.0\.0\.0 without a token/],
     ] as const) {
       const r = run([...args]);

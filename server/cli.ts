@@ -41,6 +41,9 @@ Options:
   --transport T         how the public port holds connections: wrap (libuv TCP handles driven directly, ~1.2 KB less
                         per connection; Node internals), net (net.Socket), auto = wrap when this Node supports it
                         (default auto; workers always use net)
+  --writer W            who writes the streaming sockets (wrap transport): pool (each tick's writes as one batch on a
+                        thread of libuv's pool; the C addon server/native) or main (the JavaScript thread); auto = pool
+                        when the addon is built (default auto)
   --help                print this help
   --version             print the version
 
@@ -76,6 +79,7 @@ function parse(argv: string[]): (CometServerOptions & { workers: number }) | 'he
       router: { type: 'string' },
       workers: { type: 'string' },
       transport: { type: 'string' },
+      writer: { type: 'string' },
       listen: { type: 'string', multiple: true },
       help: { type: 'boolean' },
       version: { type: 'boolean' },
@@ -106,6 +110,11 @@ function parse(argv: string[]): (CometServerOptions & { workers: number }) | 'he
     const t = values.transport;
     if (t !== 'auto' && t !== 'wrap' && t !== 'net') throw new FlagError('--transport', `'${t}' is not one of auto, wrap, net`);
     opts.transport = t;
+  }
+  if (values.writer !== undefined) {
+    const w = values.writer;
+    if (w !== 'auto' && w !== 'pool' && w !== 'main') throw new FlagError('--writer', `'${w}' is not one of auto, pool, main`);
+    opts.writer = w;
   }
   if (values.workers !== undefined) {
     opts.workers = values.workers === 'auto' ? autoWorkers(opts.maxConns ?? 0) : parseIntFlag('--workers', values.workers, 1, 256);
@@ -155,7 +164,7 @@ async function main(): Promise<void> {
   const s = server;
   process.stderr.write(
     `listening port=${s.port} control=${s.controlPort} host=${s.host} control-host=${s.controlHost} ` +
-      `token=${parsed.token ? 'yes' : 'no'} pid=${process.pid} workers=${parsed.workers} transport=${s.transport}` +
+      `token=${parsed.token ? 'yes' : 'no'} pid=${process.pid} workers=${parsed.workers} transport=${s.transport} writer=${s.writer}` +
       `${s.listening.length > 1 ? ` listen=${s.listening.map((l) => `${l.host}:${l.port}`).join(',')}` : ''}\n`,
   );
   onInterrupt(async () => {

@@ -80,6 +80,7 @@ export async function startCluster(opts: ClusterOptions): Promise<CometCluster> 
   // Workers share the listening ports through node:cluster, which hands them net.Sockets: the wrap transport
   // (its own bound socket per process) cannot take part, so workers use net.
   if (opts.transport === 'wrap') throw new ServerConfigError('--transport wrap works with one process only; --workers uses net (or give --transport auto)');
+  if (opts.writer === 'pool') throw new ServerConfigError('--writer pool works with the wrap transport only (not net, not --workers)');
   const workerOpts: WorkerConfig['opts'] = { listen, limits: { ...limits, maxConns: perWorker }, control: false, transport: 'net' };
   const onEvent = opts.onEvent ?? (() => undefined);
 
@@ -270,6 +271,7 @@ export async function startCluster(opts: ClusterOptions): Promise<CometCluster> 
     host,
     controlHost,
     transport: 'net',
+    writer: 'main',
     listening,
     stats,
     publish,

@@ -17,7 +17,7 @@ import { LocalRouter, type Router, type RouterFactory } from './router.js';
 import { Counters, snapshot, type ServerStats } from './stats.js';
 import type { BusStats } from './router-redis.js';
 import { StreamServer, type Conn, type Transport } from './stream.js';
-import { wrapAvailable } from './wrap.js';
+import { loadWriter, wrapAvailable } from './wrap.js';
 import { startHeapBudget } from './heap.js';
 
 export type { ServerStats } from './stats.js';
@@ -70,6 +70,30 @@ export interface CometServerOptions {
    * supports it. Overridden by C1M_TRANSPORT when the option is not given.
    */
   transport?: TransportOption;
+  /**
+   * Who makes the streaming sockets' writes (`--writer`, wrap transport only): 'pool' hands each tick's writes to a
+   * thread of libuv's pool as one batch (server/native/writer.c), 'main' writes from the JavaScript thread, 'auto'
+   * (default) is 'pool' when the addon is built. Overridden by C1M_WRITER when the option is not given.
+   */
+  writer?: WriterOption;
+}
+
+/** Who writes the streaming sockets: the writer addon's pool thread, or the main thread. */
+export type Writer = 'pool' | 'main';
+/** A writer choice as given: a writer, or 'auto'. */
+export type WriterOption = Writer | 'auto';
+
+/** 'auto' → 'pool' on the wrap transport when the addon loads; 'pool' where it cannot work is a ServerConfigError. */
+export function resolveWriter(w: WriterOption, transport: Transport): Writer {
+  if (w === 'main') return w;
+  if (w === 'auto') return transport === 'wrap' && loadWriter().writer !== null ? 'pool' : 'main';
+  if (w === 'pool') {
+    if (transport !== 'wrap') throw new ServerConfigError('--writer pool works with the wrap transport only (not net, not --workers)');
+    const { writer, reason } = loadWriter();
+    if (writer === null) throw new ServerConfigError(`--writer pool: the writer addon is not available (${reason}); use --writer main`);
+    return w;
+  }
+  throw new ServerConfigError(`--writer: '${String(w)}' is not one of auto, pool, main`);
 }
 
 /** A transport choice as given: a transport, or 'auto'. */
@@ -105,6 +129,8 @@ export interface CometServer {
   controlHost: string;
   /** The streaming transport in use. */
   transport: Transport;
+  /** Who writes the streaming sockets. */
+  writer: Writer;
   /** The current /stats document. */
   stats(): ServerStats;
   /**
@@ -166,7 +192,8 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
     opts.transport ?? (process.env.C1M_TRANSPORT as TransportOption | undefined) ?? 'auto',
     [host, ...(opts.listen ?? []).map((l) => l.host)],
   );
-  const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters, transport });
+  const writer = resolveWriter(opts.writer ?? (process.env.C1M_WRITER as WriterOption | undefined) ?? 'auto', transport);
+  const stream = new StreamServer({ host, port: opts.listen?.[0]?.port ?? opts.port ?? DEFAULT_PORT, limits, counters, transport, batched: writer === 'pool' });
   const router: Router<Conn> = await (opts.router ?? ((d) => new LocalRouter<Conn>(d)))(stream.deliver);
   stream.router = router;
 
@@ -220,5 +247,5 @@ export async function startCometServer(opts: CometServerOptions = {}): Promise<C
       await router.close();
     })());
 
-  return { port, controlPort: control?.port ?? 0, host, controlHost, transport, listening, stats, publish, stop };
+  return { port, controlPort: control?.port ?? 0, host, controlHost, transport, writer, listening, stats, publish, stop };
 }

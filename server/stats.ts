@@ -1,5 +1,6 @@
 // The server's counters, the /stats JSON and the /metrics Prometheus text, defined together so they cannot drift.
 import type { BusStats } from './router-redis.js';
+import { writerCounters } from './wrap.js';
 
 /** Monotonic counters kept by the streaming listener and the publish path (plain numbers, no allocation). */
 export class Counters {
@@ -73,6 +74,12 @@ export interface ServerStats {
   unauthorized: number;
   acceptErrors: number;
   heapGcs: number;
+  /** Batches of socket writes this process handed to the writer addon's pool thread (wrap.ts; 0 without it). */
+  writerBatches: number;
+  /** Socket writes those batches carried. */
+  writerWrites: number;
+  /** Of those, writes the kernel took only part of; the rest went through libuv's queue. */
+  writerShort: number;
   rss: number;
   heapUsed: number;
   heapTotal: number;
@@ -162,6 +169,9 @@ export function snapshot(c: Counters, gauges: { connections: number; ids: number
     unauthorized: c.unauthorized,
     acceptErrors: c.acceptErrors,
     heapGcs: c.heapGcs,
+    writerBatches: writerCounters.batches,
+    writerWrites: writerCounters.writes,
+    writerShort: writerCounters.partial,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
     heapTotal: mem.heapTotal,
@@ -198,6 +208,9 @@ const METRICS: Array<[keyof ServerStats, 'gauge' | 'counter', string, string]> =
   ['unauthorized', 'counter', 'c1m_unauthorized_total', 'Control API requests refused with 401.'],
   ['acceptErrors', 'counter', 'c1m_accept_errors_total', 'Failed accepts on the public port.'],
   ['heapGcs', 'counter', 'c1m_heap_gcs_total', 'Full GCs requested because the heap garbage passed --heap-slack.'],
+  ['writerBatches', 'counter', 'c1m_writer_batches_total', 'Batches of socket writes made on the writer pool thread.'],
+  ['writerWrites', 'counter', 'c1m_writer_writes_total', 'Socket writes made on the writer pool thread.'],
+  ['writerShort', 'counter', 'c1m_writer_short_writes_total', 'Writer writes the kernel took only part of (the rest queued in libuv).'],
   ['rss', 'gauge', 'c1m_process_rss_bytes', 'Resident set size of the server process.'],
   ['heapUsed', 'gauge', 'c1m_process_heap_used_bytes', 'V8 heap in use.'],
   ['heapTotal', 'gauge', 'c1m_process_heap_total_bytes', 'V8 heap reserved.'],

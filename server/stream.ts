@@ -110,6 +110,8 @@ export interface StreamOptions {
   counters: Counters;
   /** Default 'net'; startCometServer picks 'wrap' when this Node supports it (see wrap.ts). */
   transport?: Transport;
+  /** With 'wrap': each tick's writes go to the writer addon's pool thread as one batch (wrap.ts). Default false. */
+  batched?: boolean;
 }
 
 /**
@@ -202,7 +204,7 @@ export class StreamServer {
 
   /** A listening socket of this server's transport, handing its connections to accept(). */
   private createListener(): Listener {
-    if (this.opts.transport === 'wrap') return new WrapServer((socket) => this.accept(socket));
+    if (this.opts.transport === 'wrap') return new WrapServer((socket) => this.accept(socket), { batched: this.opts.batched ?? false });
     return net.createServer({ noDelay: true }, (socket) => this.accept(socket as unknown as Socket));
   }
 
