@@ -83,6 +83,14 @@ export const LIMIT_RANGES = {
 } as const satisfies Partial<Record<keyof Limits, readonly [number, number]>>;
 
 /**
+ * Fewest socket writes a tick must have before the pool writer takes them (wrap.ts "Batched writes"); a smaller tick
+ * is written from the main thread. Handing a batch to a pool thread and back costs ~30-40 µs of delivery latency,
+ * worth it only when the sends it moves off the main thread (~9 µs each here) add up: at 1000 msg/s a tick holds one
+ * write, at fan-out rates hundreds.
+ */
+export const WRITER_MIN_BATCH = 8;
+
+/**
  * Connections one server process holds comfortably under this machine's 20,000 open-files limit; `--workers auto`
  * starts enough workers for `--max-conns` at this many each.
  */

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { WrapServer, WrapSocket, loadWriter, wrapAvailable, writerCounters } from './wrap.js';
+import { WRITER_MIN_BATCH } from './limits.js';
 import { startCometServer } from './index.js';
 
 const servers: WrapServer[] = [];
@@ -192,22 +193,47 @@ for (const [mode, batched] of [['main', false], ['batched', true]] as const) {
   });
 }
 
-test('batched: the writer addon loads, and one turn\'s writes to many sockets go out as one batch', async () => {
+/** A batched server with `n` extra connected sockets whose small writes fill a turn up to WRITER_MIN_BATCH writes. */
+async function batchedServe(): Promise<Awaited<ReturnType<typeof serve>> & { pad: () => void; padded: () => Promise<void> }> {
+  const srv = await serve('127.0.0.1', true);
+  const n = WRITER_MIN_BATCH;
+  const cs = Array.from({ length: n }, () => connect(srv.port));
+  const socks: WrapSocket[] = [];
+  for (let i = 0; i < n; i++) socks.push(await srv.next());
+  let sent = 0;
+  let got = 0;
+  cs.forEach((c) => c.on('data', (b: Buffer) => (got += b.length)));
+  return {
+    ...srv,
+    pad: () => {
+      for (const s of socks) s.write('.');
+      sent += socks.length;
+    },
+    padded: () => until(() => got === sent, 'the padding bytes'),
+  };
+}
+
+test('batched: a turn of WRITER_MIN_BATCH writes or more goes to the pool thread as one batch; fewer are written inline', async () => {
   assert.equal(loadWriter().reason, '');
   const { port, next } = await serve('127.0.0.1', true);
-  const cs = Array.from({ length: 5 }, () => connect(port));
-  const socks = await Promise.all(cs.map(() => next()));
+  const cs = Array.from({ length: WRITER_MIN_BATCH + 2 }, () => connect(port));
+  const socks: WrapSocket[] = [];
+  for (let i = 0; i < cs.length; i++) socks.push(await next());
   const got = cs.map(() => '');
   cs.forEach((c, i) => c.on('data', (b: Buffer) => (got[i] += b.toString())));
-  const before = { ...writerCounters };
+  let before = { ...writerCounters };
   socks.forEach((sock, i) => sock.write(`to ${i} ✓`));
   await until(() => got.every((g, i) => g === `to ${i} ✓`), 'every socket\'s bytes');
   assert.equal(writerCounters.batches - before.batches, 1);
-  assert.equal(writerCounters.writes - before.writes, 5);
+  assert.equal(writerCounters.writes - before.writes, socks.length);
+  before = { ...writerCounters };
+  socks.slice(0, WRITER_MIN_BATCH - 1).forEach((sock) => sock.write('!'));
+  await until(() => got.slice(0, WRITER_MIN_BATCH - 1).every((g) => g.endsWith('!')), 'the small turn');
+  assert.deepEqual(writerCounters, before, 'a small turn never reaches the pool');
 });
 
 test('batched: halves of a surrogate pair at the ends of two sockets\' strings never move bytes between them', async () => {
-  const { port, next } = await serve('127.0.0.1', true);
+  const { port, next, pad, padded } = await batchedServe();
   const cs = [connect(port), connect(port)];
   const socks = [await next(), await next()];
   const got = [Buffer.alloc(0), Buffer.alloc(0)];
@@ -215,9 +241,11 @@ test('batched: halves of a surrogate pair at the ends of two sockets\' strings n
   // Joined, '\uD83D' + '\uDE00' is one 4-byte character; apart, each is a lone surrogate (U+FFFD, 3 bytes).
   socks[0]!.write('a\uD83D');
   socks[1]!.write('\uDE00b');
+  pad();
   await until(() => got[0]!.length >= 4 && got[1]!.length >= 4, 'both sockets\' bytes');
   assert.deepEqual(got[0], Buffer.from('a\uFFFD'));
   assert.deepEqual(got[1], Buffer.from('\uFFFDb'));
+  await padded();
 });
 
 test('the writer addon checks its arguments: typed errors with stable codes, nothing sent', () => {
@@ -238,19 +266,21 @@ test('the writer addon checks its arguments: typed errors with stable codes, not
 });
 
 test('batched: what the kernel did not take goes through libuv before anything newer, byte for byte', async () => {
-  const { port, next } = await serve('127.0.0.1', true);
+  const { port, next, pad, padded } = await batchedServe();
   const c = connect(port);
   c.pause();
   const sock = await next();
   // Strings go to the pool thread; 3 MiB each outgrows the socket buffers of a client that does not read, so the
   // thread's send is short and the rest, then every later write, must queue in libuv behind it.
   const parts = ['a', 'b', 'c', 'd'].map((ch, i) => `<${i}>` + ch.repeat(3 << 20));
-  const partialBefore = writerCounters.partial;
+  const before = { ...writerCounters };
   for (const part of parts) {
     sock.write(part);
+    pad();
     await new Promise((r) => setImmediate(r));
   }
   sock.write('end');
+  pad();
   const want = parts.join('') + 'end';
   let got = 0;
   const chunks: Buffer[] = [];
@@ -261,39 +291,51 @@ test('batched: what the kernel did not take goes through libuv before anything n
   c.resume();
   await until(() => got >= want.length, 'all bytes', 10_000);
   assert.equal(Buffer.concat(chunks).toString('latin1'), want);
-  assert.ok(writerCounters.partial > partialBefore, 'a short write happened');
+  assert.ok(writerCounters.batches > before.batches, 'the pool thread wrote');
+  assert.ok(writerCounters.partial > before.partial, 'a short write happened');
+  await padded();
 });
 
 test('batched: destroy() while the batch is in flight closes after it; a new connection gets only its own bytes', async () => {
-  const { port, next, events } = await serve('127.0.0.1', true);
+  const { port, next, events, pad, padded } = await batchedServe();
   const c = connect(port);
   c.pause();
   c.on('error', () => {});
   const sock = await next();
+  const index = WRITER_MIN_BATCH; // the padding sockets came first
+  const before = writerCounters.batches;
   sock.write('x'.repeat(4 << 20));
-  await new Promise<void>((r) => process.nextTick(r)); // the batch was submitted at the end of the last turn's ticks
+  pad();
+  await new Promise<void>((r) => process.nextTick(r)); // the batch was submitted at the end of this turn's ticks
+  assert.equal(writerCounters.batches, before + 1, 'in flight');
   sock.destroy();
-  assert.equal(events.includes('close 0'), false, 'the close waits for the batch');
-  await until(() => events.includes('close 0'), 'close after the batch');
+  assert.equal(events.includes(`close ${index}`), false, 'the close waits for the batch');
+  await until(() => events.includes(`close ${index}`), 'close after the batch');
   const d = connect(port);
   let got = '';
   d.on('data', (b: Buffer) => (got += b.toString()));
   const other = await next();
   other.write('mine');
   await until(() => got === 'mine', 'the new connection\'s bytes');
-  assert.equal(events.filter((e) => e === 'close 0').length, 1);
+  assert.equal(events.filter((e) => e === `close ${index}`).length, 1);
+  await padded();
 });
 
 test('batched: a write the kernel refuses (the peer reset) is an error event, then close', async () => {
-  const { port, next, events } = await serve('127.0.0.1', true);
+  const { port, next, events, pad } = await batchedServe();
   const c = connect(port);
   const sock = await next();
+  const index = WRITER_MIN_BATCH;
   await once(c, 'connect');
+  const before = writerCounters.batches;
   c.resetAndDestroy();
-  await until(() => events.length > 0 || sock.write('after the reset') === false, 'the reset', 3000).catch(() => undefined);
-  await until(() => events.includes('close 0'), 'close after the reset');
+  sock.write('after the reset');
+  pad();
+  await until(() => events.includes(`close ${index}`), 'close after the reset');
+  assert.equal(writerCounters.batches, before + 1, 'the refused write was the pool thread\'s');
+  // The error comes from the refused send or from the read that saw the reset, whichever libuv reports first.
   assert.match(events[0]!, /^error (ECONNRESET|EPIPE)$/);
-  assert.deepEqual(events.slice(1), ['close 0']);
+  assert.deepEqual(events.slice(1), [`close ${index}`]);
 });
 
 test('a reset from the peer is an error event, then close', async () => {

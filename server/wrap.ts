@@ -21,6 +21,7 @@ import { createRequire } from 'node:module';
 import { isIPv6 } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
+import { WRITER_MIN_BATCH } from './limits.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 interface StreamReq {
@@ -349,6 +350,16 @@ function submit(): void {
   pendSocks = [];
   pendData = [];
   pendIndex.clear();
+  if (socks.length < WRITER_MIN_BATCH) {
+    // Too few to be worth a thread handoff (limits.ts): written from here, as without the writer.
+    for (let i = 0; i < socks.length; i++) {
+      const sock = socks[i]!;
+      if ((sock.flags & QUEUED) === 0) continue;
+      sock.flags &= ~QUEUED;
+      if ((sock.flags & DESTROYED) === 0) handOn(sock, data[i]!);
+    }
+    return;
+  }
   const strings: string[] = [];
   flyFds = grow(flyFds, socks.length);
   flyLens = grow(flyLens, socks.length);
