@@ -6,8 +6,8 @@
 //
 // It builds a server tree like a comet server with workers: one root process and ceil(conns / per) holder children
 // that keep every connection they accept (paused, nothing read or written). Holder i listens on 0.0.0.0:(base-port
-// + i), or with --one-port all of them share one listening socket on base-port, as node:cluster workers share a
-// server's port (each stops accepting at `per`). As many client processes (outside the tree) each open `per`
+// + i), or with --one-port all of them accept from one listening socket on base-port, as node:cluster workers
+// share a server's port (in turns, `per` each). As many client processes (outside the tree) each open `per`
 // connections, spread over enough destination addresses that no source/destination pair runs short of ephemeral
 // ports. Every process stays under the 20,000 open-files limit. Then a measuring process times, on the real kernel
 // tables: the netlink dump (walk only, and walk + fill, through a filter program and through the port in the
@@ -86,59 +86,57 @@ const note = (line: string): void => void process.stderr.write(`bench-1m: ${line
 /** Every child process ends itself at the deadline too (paused sockets alone would not keep a client alive). */
 const stayUntilDeadline = (): void => void setTimeout(() => process.exit(0), DEADLINE_MS);
 
-/** Tree root: forks the holders (sharing one listener with --one-port), reports when all listen, runs until killed. */
+/**
+ * Tree root: forks the holders, reports when all are up, runs until killed. With --one-port the holders take turns
+ * on one listening socket: holder 0 opens it, and a holder that has `per` connections hands it back through the
+ * root to the next one. (All of them polling it at once, as a shared listener would, wakes every holder for each
+ * connection: that ramp ran at ~1,100 connections/s instead of ~10,000.)
+ */
 async function root(base: number, procs: number, onePort: boolean, per: number): Promise<void> {
   const kids: ChildProcess[] = [];
   process.on('SIGTERM', () => {
     for (const k of kids) k.kill('SIGKILL');
     process.exit(0);
   });
-  let shared: net.Server | null = null;
-  if (onePort) {
-    shared = net.createServer();
-    shared.on('error', (err) => say(`error port ${base}: ${(err as NodeJS.ErrnoException).code}`));
-    await new Promise<void>((resolve) => shared!.listen({ port: base, host: '0.0.0.0', backlog: 4096 }, resolve));
-  }
-  let ready = 0;
+  let up = 0;
+  let turn = 0;
   for (let i = 0; i < procs; i++) {
-    const args = onePort ? ['--role', 'holder', '--per', String(per)] : ['--role', 'holder', '--port', String(base + i)];
+    const args = ['--role', 'holder', '--per', String(per), ...(!onePort ? ['--port', String(base + i)] : i === 0 ? ['--port', String(base), '--one-port'] : ['--one-port'])];
     const k = spawn(process.execPath, [...LEAN, SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit', ...(onePort ? ['ipc' as const] : [])] });
     kids.push(k);
-    if (shared) k.send('listen', shared);
+    // A raw handle (not a net.Server) is not polled here: the root never accepts.
+    k.on('message', (m, handle) => {
+      if (m !== 'full' || !handle || ++turn >= procs) return;
+      const h = handle as unknown as { close(): void };
+      kids[turn]!.send('listen', handle as never, () => h.close());
+    });
     createInterface({ input: k.stdout! }).on('line', (l) => {
-      if (l === 'listening' && ++ready === procs) {
-        // The holders have their own copies of the shared listener; the root accepts nothing.
-        shared?.close();
-        say(`ready ${kids.map((c) => c.pid).join(',')}`);
-      } else if (l.startsWith('error')) say(l);
+      if (l === 'listening' && ++up === procs) say(`ready ${kids.map((c) => c.pid).join(',')}`);
+      else if (l.startsWith('error')) say(l);
     });
   }
 }
 
-/** One holder: keeps every connection it accepts, reading nothing. */
-function holder(port: number | null, per: number): void {
+/** One holder: keeps every connection it accepts, reading nothing; with --one-port, `per` at most, then passes the listener on. */
+function holder(port: number | null, onePort: boolean, per: number): void {
   const held: net.Socket[] = [];
-  const keep = (s: net.Socket): void => {
+  const server = net.createServer({ pauseOnConnect: true }, (s) => {
     s.on('error', () => {});
     held.push(s);
-  };
+    if (onePort && held.length === per) {
+      // Hand the listening socket on; this copy closes once it is sent (a few more may arrive until then).
+      process.send!('full', (server as unknown as { _handle: net.Server })._handle, () => server.close());
+    }
+  });
+  server.on('error', (err) => say(`error port ${port}: ${(err as NodeJS.ErrnoException).code}`));
   if (port !== null) {
-    const server = net.createServer({ pauseOnConnect: true }, keep);
-    server.on('error', (err) => say(`error port ${port}: ${(err as NodeJS.ErrnoException).code}`));
     server.listen({ port, host: '0.0.0.0', backlog: 4096 }, () => say('listening'));
     return;
   }
-  // A copy of the root's listener: the holders race to accept from one queue, so each stops at `per` connections
-  // (closing only its own descriptor) to stay under the open-files limit while the others take the rest.
+  say('listening'); // up, and waits for its turn
   process.on('message', (m, handle) => {
-    if (m !== 'listen' || !(handle instanceof net.Server)) return;
-    handle.on('connection', (s: net.Socket) => {
-      s.pause();
-      keep(s);
-      if (held.length >= per) handle.close();
-    });
-    process.channel?.unref();
-    say('listening');
+    // The backlog again: listen() on a handle otherwise sets Node's default 511 on the shared socket.
+    if (m === 'listen' && handle) server.listen(handle as never, 4096);
   });
 }
 
@@ -246,7 +244,7 @@ async function orchestrate(plan: Plan, measureArgs: string[]): Promise<void> {
     run('ip', ['link', 'set', 'lo', 'up']);
     writeFileSync('/proc/sys/net/ipv4/tcp_child_ehash_entries', String(plan.childEhash));
   }
-  const portsText = onePort ? `port ${base} shared by ${procs} holders` : `ports ${base}-${base + procs - 1}`;
+  const portsText = onePort ? `port ${base}, taken in turns by ${procs} holders` : `ports ${base}-${base + procs - 1}`;
   note(`${conns} connections, ${procs} holders on ${portsText}, ${procs} client processes, ${addrs} destination addresses; ` +
     `${netns ? 'clients in namespace A, holders in namespace B' : 'loopback, host namespace'}; load ${load0}, MemAvailable ${avail0} MB`);
   const rootCmd = [SELF, '--role', 'root', '--base-port', String(base), '--conns', String(procs), '--per', String(per), ...(onePort ? ['--one-port'] : [])];
@@ -473,7 +471,7 @@ async function main(): Promise<void> {
 try {
   if (values.role && values.role !== 'ns-a') stayUntilDeadline();
   if (values.role === 'root') await root(parseIntFlag('--base-port', values['base-port']!, 1, 65535), parseIntFlag('--conns', values.conns!, 1, 1000), values['one-port']!, parseIntFlag('--per', values.per!, 100, 19_000));
-  else if (values.role === 'holder') holder(values.port === undefined ? null : parseIntFlag('--port', values.port, 1, 65535), parseIntFlag('--per', values.per!, 100, 19_000));
+  else if (values.role === 'holder') holder(values.port === undefined ? null : parseIntFlag('--port', values.port, 1, 65535), values['one-port']!, parseIntFlag('--per', values.per!, 100, 19_000));
   else if (values.role === 'client') client(parseIntFlag('--port', values.port!, 1, 65535), parseIntFlag('--conns', values.conns!, 1, 19_000), values.host!.split(','));
   else if (values.role === 'measure') {
     const { addon, reason } = loadSockDiag();
