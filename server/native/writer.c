@@ -18,7 +18,13 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+// Per Node environment (the main thread, or a worker thread that loads the addon too).
 typedef struct {
+  int busy;  // a batch is in flight: wrap.ts never submits while one runs, and this enforces it
+} env_state_t;
+
+typedef struct {
+  env_state_t *state;
   napi_async_work work;
   napi_ref done;  // the JS callback, called on the main thread once every send was made
   napi_ref keep;  // an array holding the batch's buffer and typed arrays until then
@@ -28,9 +34,6 @@ typedef struct {
   int32_t *out;
   uint32_t n;
 } batch_t;
-
-// At most one batch in flight per process: wrap.ts never submits while one runs, and this enforces it.
-static int busy = 0;
 
 static void execute(napi_env env, void *arg) {
   (void)env;
@@ -49,7 +52,7 @@ static void execute(napi_env env, void *arg) {
 
 static void complete(napi_env env, napi_status status, void *arg) {
   batch_t *b = arg;
-  busy = 0;
+  b->state->busy = 0;
   napi_value cb, global, argv[1];
   napi_get_reference_value(env, b->done, &cb);
   napi_get_global(env, &global);
@@ -80,8 +83,9 @@ static int int32_array(napi_env env, napi_value v, int32_t **out, size_t *len) {
 static napi_value submit(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) return fail(env, "writer.send(data, fds, lens, out, n, done)");
-  if (busy) {
+  env_state_t *state;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, (void **)&state) != napi_ok || argc != 6) return fail(env, "writer.send(data, fds, lens, out, n, done)");
+  if (state->busy) {
     napi_throw_error(env, "WRITER_BUSY", "writer.send: a batch is already in flight");
     return NULL;
   }
@@ -108,6 +112,7 @@ static napi_value submit(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "WRITER_NOMEM", "writer.send: out of memory");
     return NULL;
   }
+  b->state = state;
   b->data = data;
   b->fds = fds;
   b->lens = lens;
@@ -126,13 +131,25 @@ static napi_value submit(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "WRITER_QUEUE", "writer.send: could not queue the batch");
     return NULL;
   }
-  busy = 1;
+  state->busy = 1;
   return NULL;
 }
 
+static void free_state(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  env_state_t *state = calloc(1, sizeof *state);
+  if (!state || napi_set_instance_data(env, state, free_state, NULL) != napi_ok) {
+    free(state);
+    napi_throw_error(env, "WRITER_NOMEM", "writer: could not set up");
+    return NULL;
+  }
   napi_value fn;
-  napi_create_function(env, "send", NAPI_AUTO_LENGTH, submit, NULL, &fn);
+  napi_create_function(env, "send", NAPI_AUTO_LENGTH, submit, state, &fn);
   napi_set_named_property(env, exports, "send", fn);
   return exports;
 }
