@@ -381,7 +381,7 @@ async function measure(addon: SockDiag): Promise<void> {
     table.clear();
     return source.fill(table);
   });
-  say(`memlog's netlink source (${source.via}${single ? '' : `, ${ports.length} ports`}; the IPv6 listener check included)\t${nl.result}\t${fmt(nl.ms)}`);
+  say(`memlog's netlink source (filter program, table cleared; the IPv6 listener check included)\t${nl.result}\t${fmt(nl.ms)}`);
   if (procRuns > 0) {
     const procTable = new InodeTable(1 << 22);
     const proc = new ProcSource(treeRoot, ports);

@@ -213,28 +213,6 @@ test('a port in the request header selects the same sockets as the filter progra
   assert.ok(dump(AF_INET, TCPF_ESTABLISHED, null, 0).length >= 2 * (12 + 5));
 });
 
-test('NetlinkSource: one port goes in the request header, several ports in a filter program', async () => {
-  if (!addon.addon) {
-    assert.equal(process.env.C1M_NO_NATIVE, '1');
-    return;
-  }
-  const real = addon.addon;
-  const seen: [boolean, number | undefined][] = [];
-  const spy = { ...real, dump: (family: number, states: number, bc: Uint8Array | null, sport?: number) => {
-    seen.push([bc !== null, sport]);
-    return real.dump(family, states, bc, sport);
-  } };
-  const s = await serve(4);
-  const one = new NetlinkSource(spy, [s.port, s.port]); // a repeated port is still one port
-  assert.equal(one.via, 'header');
-  assert.equal(one.fill(new InodeTable()), 4);
-  assert.deepEqual(seen.splice(0), [[false, s.port], [false, s.port]]);
-  const two = new NetlinkSource(spy, [s.port, s.port + 1]);
-  assert.equal(two.via, 'bytecode');
-  assert.equal(two.fill(new InodeTable()), 4);
-  assert.deepEqual(seen.splice(0), [[true, 0], [true, 0]]);
-});
-
 test('the addon rejects bad arguments with typed errors; the kernel rejects a malformed program', () => {
   if (!addon.addon) {
     assert.equal(process.env.C1M_NO_NATIVE, '1');

@@ -181,35 +181,27 @@ export interface SocketSource {
  * both ends of every connection), so a family is dumped only when it can hold connections on the ports: it has a
  * listener there (a LISTEN-only dump reads just the small listening table), or its last dump found some, or this
  * is one of the every FULL_RESCAN_EVERY samples that dump both anyway. A server on 0.0.0.0 then costs one walk,
- * not two. One watched port goes in the request header instead of a filter program: the kernel compares it with
- * the socket's port it already has at hand, where a program first makes it gather a filter entry (addresses,
- * mark, cgroup, lock flags) from each established socket of the table.
+ * not two. The ports always go in a filter program, even a single one that the request header could carry
+ * (SockDiag.dump's `sport`): at a million connections the header saved ~80 ms of a walk that matched nothing but
+ * nothing measurable (832 vs 834 ms) once the matching sockets' records were filled, and memlog's dumps always
+ * fill (memlog/README.md, "Measured").
  */
 export class NetlinkSource implements SocketSource {
   readonly name = 'netlink';
-  private readonly filter: Uint8Array | null;
-  private readonly sport: number;
+  private readonly filter: Uint8Array;
   private readonly active = new Map<number, boolean>();
   private samples = 0;
 
   constructor(private readonly addon: SockDiag, ports: readonly number[]) {
-    const ranges = portRanges(ports);
-    const single = ranges.length === 1 && ranges[0]![0] === ranges[0]![1];
-    this.sport = single ? ranges[0]![0] : 0;
-    this.filter = single ? null : portFilter(ports);
-  }
-
-  /** How the ports reach the kernel: `header` (one port in the request) or `bytecode` (a filter program). */
-  get via(): 'header' | 'bytecode' {
-    return this.filter ? 'bytecode' : 'header';
+    this.filter = portFilter(ports);
   }
 
   fill(table: InodeTable): number {
     const full = this.samples++ % FULL_RESCAN_EVERY === 0;
     let n = 0;
     for (const family of [AF_INET, AF_INET6]) {
-      if (!full && !this.active.get(family) && this.addon.dump(family, TCPF_LISTEN, this.filter, this.sport).length === 0) continue;
-      const inodes = this.addon.dump(family, TCPF_ESTABLISHED, this.filter, this.sport);
+      if (!full && !this.active.get(family) && this.addon.dump(family, TCPF_LISTEN, this.filter).length === 0) continue;
+      const inodes = this.addon.dump(family, TCPF_ESTABLISHED, this.filter);
       this.active.set(family, inodes.length > 0);
       for (let i = 0; i < inodes.length; i++) table.add(inodes[i]!, FLAG_PRESENT | FLAG_ESTABLISHED);
       n += inodes.length;
