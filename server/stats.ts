@@ -171,7 +171,7 @@ export function snapshot(c: Counters, gauges: { connections: number; ids: number
     heapGcs: c.heapGcs,
     writerBatches: writerCounters.batches,
     writerWrites: writerCounters.writes,
-    writerShort: writerCounters.partial,
+    writerShort: writerCounters.short,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
     heapTotal: mem.heapTotal,

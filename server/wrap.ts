@@ -299,8 +299,8 @@ let flyFds: Int32Array = new Int32Array(1024);
 let flyLens: Int32Array = new Int32Array(1024);
 let flyOut: Int32Array = new Int32Array(1024);
 let flyN = 0;
-/** Batches handed to the writer, and writes they carried; for /stats. */
-export const writerCounters = { batches: 0, writes: 0, partial: 0 };
+/** Batches handed to the writer, the writes they carried, and those the kernel took only part of; for /stats. */
+export const writerCounters = { batches: 0, writes: 0, short: 0 };
 
 function enqueue(sock: WrapSocket, data: string | Buffer): void {
   if ((sock.flags & QUEUED) === 0) {
@@ -430,7 +430,7 @@ function onBatchDone(ok: boolean): void {
       sock.fail(uvError(wrote, 'write'));
     } else {
       if (wrote < len) {
-        writerCounters.partial++;
+        writerCounters.short++;
         sock.writeNow(data.subarray(off + wrote, off + len));
       }
       if ((sock.flags & (END_DEFERRED | QUEUED | DESTROYED)) === END_DEFERRED) sock.shutdown();
