@@ -10,10 +10,10 @@
 // another network namespace (a netlink socket sees only memlog's own), memlog reads /proc instead and says so in
 // the log's header.
 
-import { createRequire } from 'node:module';
 import { readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { loadAddon, type AddonLoad } from '../lib/native.js';
 import { FLAG_ESTABLISHED, FLAG_PRESENT, FULL_RESCAN_EVERY, TcpTableScanner, fsFdReader, openFdCount, type FdReader, type InodeTable } from './tcptable.js';
 
 /** Address families as the kernel numbers them. */
@@ -85,21 +85,11 @@ export function bestFdReader(): FdReader {
 /** Where the addon is built, relative to this file (dist/memlog/ or memlog/). */
 export const ADDON_PATH = fileURLToPath(new URL('../../memlog/native/build/Release/sockdiag.node', import.meta.url));
 
-let loaded: { addon: SockDiag | null; reason: string } | null = null;
+let loaded: AddonLoad<SockDiag> | null = null;
 
 /** Loads the addon once; `reason` says why it is unavailable. */
-export function loadSockDiag(): { addon: SockDiag | null; reason: string } {
-  if (loaded) return loaded;
-  if (process.env.C1M_NO_NATIVE === '1') return (loaded = { addon: null, reason: 'C1M_NO_NATIVE=1' });
-  if (process.platform !== 'linux') return (loaded = { addon: null, reason: `netlink sock_diag is Linux only (${process.platform})` });
-  try {
-    const addon = createRequire(import.meta.url)(ADDON_PATH) as SockDiag;
-    return (loaded = { addon, reason: '' });
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'MODULE_NOT_FOUND' ? `${ADDON_PATH} is not built (npm run build)` : (err as Error).message.split('\n')[0]!;
-    return (loaded = { addon: null, reason: why });
-  }
+export function loadSockDiag(): AddonLoad<SockDiag> {
+  return (loaded ??= loadAddon<SockDiag>(ADDON_PATH, 'netlink sock_diag'));
 }
 
 /** Sorted, merged [lo, hi] ranges of a port list. */

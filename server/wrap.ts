@@ -17,10 +17,10 @@
 // stream.ts registers are stored once per server.
 
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import { isIPv6 } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
+import { loadAddon } from '../lib/native.js';
 import { WRITER_MIN_BATCH } from './limits.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -104,17 +104,8 @@ let writerLoad: { writer: Writer | null; reason: string } | undefined;
 /** Loads the batch writer once; `reason` says why it is unavailable (C1M_NO_NATIVE=1, not built, not Linux). */
 export function loadWriter(): { writer: Writer | null; reason: string } {
   if (writerLoad) return writerLoad;
-  if (process.env.C1M_NO_NATIVE === '1') return (writerLoad = { writer: null, reason: 'C1M_NO_NATIVE=1' });
-  if (process.platform !== 'linux') return (writerLoad = { writer: null, reason: `the batch writer is Linux only (${process.platform})` });
-  try {
-    const writer = createRequire(import.meta.url)(WRITER_PATH) as Writer;
-    if (typeof writer.send !== 'function') return (writerLoad = { writer: null, reason: `${WRITER_PATH} has no send()` });
-    return (writerLoad = { writer, reason: '' });
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'MODULE_NOT_FOUND' ? `${WRITER_PATH} is not built (npm run build)` : (err as Error).message.split('\n')[0]!;
-    return (writerLoad = { writer: null, reason: why });
-  }
+  const { addon, reason } = loadAddon<Writer>(WRITER_PATH, 'the batch writer', (m) => typeof m.send === 'function');
+  return (writerLoad = { writer: addon, reason });
 }
 
 function uvError(err: number, syscall: string): NodeJS.ErrnoException {
