@@ -108,6 +108,11 @@ export async function startCluster(opts: ClusterOptions): Promise<CometCluster> 
     s.startedAt = Date.now();
     s.last = null;
     hub.attach(slot, workerLink(w));
+    // A send to a worker that was just killed fails with EPIPE before its 'exit' arrives; the exit handler below
+    // replaces it, so the error is reported, never thrown (without a listener it was an uncaught exception).
+    w.on('error', (err: NodeJS.ErrnoException) => {
+      if (!stopping) onEvent(`worker ${slot} (pid ${w.process.pid}): ${err.code ?? err.message}`);
+    });
     w.on('message', (m: unknown) => {
       if (typeof m !== 'object' || m === null || Array.isArray(m)) return;
       const msg = m as { c1m?: string; listening?: Array<{ host: string; port: number }>; message?: string };
