@@ -181,9 +181,9 @@ describe('c1m bench end to end', () => {
     // The server's flags and transport as it ran (its ready line), in the summary and the manifest.
     const derived = (manifest as unknown as { derived: { serverNodeFlags: string[]; serverTransport: string; serverWriter: string } }).derived;
     assert.deepEqual(derived.serverNodeFlags, [...SERVER_NODE_FLAGS]);
-    assert.equal(derived.serverTransport, 'wrap');
+    assert.equal(derived.serverTransport, 'fd');
     assert.equal(derived.serverWriter, 'pool');
-    assert.match(readFileSync(join(dir, 'summary.md'), 'utf8'), new RegExp(`server: reference comet-server, node ${SERVER_NODE_FLAGS.join(' ')}, transport wrap`));
+    assert.match(readFileSync(join(dir, 'summary.md'), 'utf8'), new RegExp(`server: reference comet-server, node ${SERVER_NODE_FLAGS.join(' ')}, transport fd`));
     // One progress line per second, each naming its phase.
     assert.ok(lines.some((l) => /^\[messages\] t=\d+s conns 300\/300/.test(l)), lines.join('\n'));
   });

@@ -4,12 +4,12 @@
 // each socket from the main thread), so a failed build warns and exits 0; the test suites check that both addons
 // load, so CI does not miss a broken build.
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const ADDONS = [
   { dir: '../memlog/native/', name: 'sockdiag', fallback: "memlog's netlink addon was not built; memlog will count connections from /proc/net/tcp instead" },
-  { dir: '../server/native/', name: 'writer', fallback: "the server's batch writer was not built; the server will write every socket from its main thread" },
+  { dir: '../server/native/', name: 'writer', fallback: "the server's native socket layer (batch writer, detached streams) was not built; the server will hold streams as libuv handles and write them from its main thread" },
 ];
 
 if (process.env.C1M_NO_NATIVE === '1') process.exit(0);
@@ -17,7 +17,8 @@ const mtime = (p) => statSync(p).mtimeMs;
 for (const { dir: rel, name, fallback } of ADDONS) {
   const dir = fileURLToPath(new URL(rel, import.meta.url));
   const out = `${dir}build/Release/${name}.node`;
-  if (existsSync(out) && mtime(out) > Math.max(mtime(`${dir}${name}.c`), mtime(`${dir}binding.gyp`))) continue;
+  const sources = readdirSync(dir).filter((f) => /\.(c|h|gyp)$/.test(f));
+  if (existsSync(out) && mtime(out) > Math.max(...sources.map((f) => mtime(dir + f)))) continue;
   // Inside `npm run`, npm puts its own node-gyp on PATH and passes its nodedir setting in the environment.
   const r = spawnSync('node-gyp', ['rebuild', '--directory', dir], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) {

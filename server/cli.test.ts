@@ -54,7 +54,9 @@ describe('comet-server CLI', () => {
       [['--max-conns', '-1'], /Option '--max-conns' argument is ambiguous/],
       [['--frobnicate'], /Unknown option '--frobnicate'/],
       [['--writer', 'thread'], /--writer: 'thread' is not one of auto, pool, main/],
-      [['--writer', 'pool', '--transport', 'net', '--port', '0', '--control-port', '0'], /--writer pool works with the wrap transport only/],
+      [['--transport', 'epoll'], /--transport: 'epoll' is not one of auto, fd, wrap, net/],
+      [['--transport', 'fd', '--host', 'localhost', '--port', '0', '--control-port', '0'], /--transport fd listens on IP addresses only, not 'localhost'/],
+      [['--writer', 'pool', '--transport', 'net', '--port', '0', '--control-port', '0'], /--writer pool works with the fd and wrap transports only/],
       [['--control-host', '0.0.0.0', '--port', '0', '--control-port', '0'], /refusing to expose the control API on 0\.0\.0\.0 without a token/],
     ] as const) {
       const r = run([...args]);

@@ -18,6 +18,7 @@ import { Counters, snapshot, type ServerStats } from './stats.js';
 import type { BusStats } from './router-redis.js';
 import { StreamServer, type Conn, type Transport } from './stream.js';
 import { loadWriter, wrapAvailable } from './wrap.js';
+import { fdPoolAvailable } from './fdpool.js';
 import { startHeapBudget } from './heap.js';
 
 export type { ServerStats } from './stats.js';
@@ -65,13 +66,15 @@ export interface CometServerOptions {
   /** Start the control API (default true; a cluster worker has none: the primary serves it). */
   control?: boolean;
   /**
-   * How the streaming port holds connections (`--transport`): 'wrap' drives libuv TCP handles directly (~1.2 KB less
-   * per connection, Node internals, see wrap.ts), 'net' uses net.Socket, 'auto' (default) is 'wrap' when this Node
-   * supports it. Overridden by C1M_TRANSPORT when the option is not given.
+   * How the streaming port holds connections (`--transport`): 'fd' reads each request on a libuv TCP handle and then
+   * holds the stream as a bare fd in the native epoll set (~0.7 KB less per connection than a handle, fdpool.ts),
+   * 'wrap' keeps the libuv handles (~1.2 KB less than net.Socket, Node internals, see wrap.ts), 'net' uses
+   * net.Socket; 'auto' (default) is the first of those this process supports. Overridden by C1M_TRANSPORT when the
+   * option is not given.
    */
   transport?: TransportOption;
   /**
-   * Who makes the streaming sockets' writes (`--writer`, wrap transport only): 'pool' hands each tick's writes to a
+   * Who makes the streaming sockets' writes (`--writer`, fd and wrap transports): 'pool' hands each tick's writes to a
    * thread of libuv's pool as one batch (server/native/writer.c), 'main' writes from the JavaScript thread, 'auto'
    * (default) is 'pool' when the addon is built. Overridden by C1M_WRITER when the option is not given.
    */
@@ -83,12 +86,12 @@ export type Writer = 'pool' | 'main';
 /** A writer choice as given: a writer, or 'auto'. */
 export type WriterOption = Writer | 'auto';
 
-/** 'auto' → 'pool' on the wrap transport when the addon loads; 'pool' where it cannot work is a ServerConfigError. */
+/** 'auto' → 'pool' on the fd and wrap transports when the addon loads; 'pool' where it cannot work is a ServerConfigError. */
 export function resolveWriter(w: WriterOption, transport: Transport): Writer {
   if (w === 'main') return w;
-  if (w === 'auto') return transport === 'wrap' && loadWriter().writer !== null ? 'pool' : 'main';
+  if (w === 'auto') return transport !== 'net' && loadWriter().writer !== null ? 'pool' : 'main';
   if (w === 'pool') {
-    if (transport !== 'wrap') throw new ServerConfigError('--writer pool works with the wrap transport only (not net, not --workers)');
+    if (transport === 'net') throw new ServerConfigError('--writer pool works with the fd and wrap transports only (not net, not --workers)');
     const { writer, reason } = loadWriter();
     if (writer === null) throw new ServerConfigError(`--writer pool: the writer addon is not available (${reason}); use --writer main`);
     return w;
@@ -100,19 +103,21 @@ export function resolveWriter(w: WriterOption, transport: Transport): Writer {
 export type TransportOption = Transport | 'auto';
 
 /**
- * 'auto' → 'wrap' when available and every public host is an IP address (a bare handle binds addresses; net.Server
- * resolves names); an unknown name, or 'wrap' where it cannot work, is a ServerConfigError.
+ * 'auto' → 'fd' when the native socket layer loads, else 'wrap', when this Node has the TCP handle bindings and every
+ * public host is an IP address (a bare handle binds addresses; net.Server resolves names), else 'net'; 'fd' or
+ * 'wrap' where it cannot work, or an unknown name, is a ServerConfigError.
  */
 export function resolveTransport(t: TransportOption, hosts: readonly string[] = []): Transport {
   const named = hosts.find((h) => isIP(h) === 0);
-  if (t === 'auto') return wrapAvailable() && named === undefined ? 'wrap' : 'net';
+  if (t === 'auto') return !wrapAvailable() || named !== undefined ? 'net' : fdPoolAvailable() ? 'fd' : 'wrap';
   if (t === 'net') return t;
-  if (t === 'wrap') {
-    if (!wrapAvailable()) throw new ServerConfigError(`--transport wrap: this Node (${process.version}) does not expose the TCP handle bindings; use --transport net`);
-    if (named !== undefined) throw new ServerConfigError(`--transport wrap listens on IP addresses only, not '${named}'; give an address or use --transport net`);
+  if (t === 'wrap' || t === 'fd') {
+    if (!wrapAvailable()) throw new ServerConfigError(`--transport ${t}: this Node (${process.version}) does not expose the TCP handle bindings; use --transport net`);
+    if (named !== undefined) throw new ServerConfigError(`--transport ${t} listens on IP addresses only, not '${named}'; give an address or use --transport net`);
+    if (t === 'fd' && !fdPoolAvailable()) throw new ServerConfigError(`--transport fd: the native socket layer is not available (${loadWriter().reason}); use --transport wrap`);
     return t;
   }
-  throw new ServerConfigError(`--transport: '${String(t)}' is not one of auto, wrap, net`);
+  throw new ServerConfigError(`--transport: '${String(t)}' is not one of auto, fd, wrap, net`);
 }
 
 /** A running server. */

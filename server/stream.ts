@@ -61,6 +61,8 @@ export interface Socket {
   destroy(): void;
   cork(): void;
   uncork(): void;
+  /** The 'fd' transport: the same connection on a lighter socket (wrap.ts → fdpool.ts), or null to stay as is. */
+  detach?(): Socket | null;
   on(event: 'data', fn: (this: TaggedSocket, chunk: Buffer) => void): unknown;
   on(event: 'error', fn: (this: TaggedSocket, err: Error) => void): unknown;
   on(event: 'close', fn: (this: TaggedSocket) => void): unknown;
@@ -76,8 +78,11 @@ interface Listener {
   close(cb: () => void): unknown;
 }
 
-/** How the streaming port holds its connections: 'wrap' (bare libuv handles) or 'net' (net.Socket). */
-export type Transport = 'wrap' | 'net';
+/**
+ * How the streaming port holds its connections: 'fd' (streams as bare fds in the native epoll set, fdpool.ts, after
+ * their request is read on a libuv handle), 'wrap' (bare libuv handles) or 'net' (net.Socket).
+ */
+export type Transport = 'fd' | 'wrap' | 'net';
 
 const kConn = Symbol('c1m.conn');
 type TaggedSocket = Socket & { [kConn]?: Conn };
@@ -97,7 +102,8 @@ export class Conn {
   n: number;
   /** RequestParser while K_REQUEST (null until the first bytes); messages queued this tick (Framed or Framed[]) while streaming. */
   slot: RequestParser | Framed | Framed[] | null = null;
-  constructor(readonly socket: Socket, deadline: number) {
+  /** The connection's socket; the 'fd' transport replaces it once the request is read. */
+  constructor(public socket: Socket, deadline: number) {
     this.n = deadline;
   }
 }
@@ -204,7 +210,7 @@ export class StreamServer {
 
   /** A listening socket of this server's transport, handing its connections to accept(). */
   private createListener(): Listener {
-    if (this.opts.transport === 'wrap') return new WrapServer((socket) => this.accept(socket), { batched: this.opts.batched ?? false });
+    if (this.opts.transport !== 'net') return new WrapServer((socket) => this.accept(socket), { batched: this.opts.batched ?? false });
     return net.createServer({ noDelay: true }, (socket) => this.accept(socket as unknown as Socket));
   }
 
@@ -250,12 +256,8 @@ export class StreamServer {
   private accept(socket: Socket): void {
     const c = this.c;
     c.accepted++;
-    const tagged = socket as TaggedSocket;
     const conn = new Conn(socket, now() + this.limits.requestTimeoutMs);
-    tagged[kConn] = conn;
-    socket.on('data', this.onData);
-    socket.on('error', this.onError);
-    socket.on('close', this.onClose);
+    this.attach(conn, socket);
     this.live.add(conn);
     if (this.stopping) {
       socket.destroy();
@@ -267,6 +269,14 @@ export class StreamServer {
       return;
     }
     this.waiting.add(conn);
+  }
+
+  /** Makes `socket` the connection's: its tag and the server's shared handlers. */
+  private attach(conn: Conn, socket: Socket): void {
+    (socket as TaggedSocket)[kConn] = conn;
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
   }
 
   private data(conn: Conn, chunk: Buffer): void {
@@ -332,6 +342,16 @@ export class StreamServer {
       return;
     }
     conn.kind = kind;
+    if (this.opts.transport === 'fd') {
+      // From here on the stream only gets writes and waits for its client to go: a bare fd is enough (fdpool.ts).
+      // The old handle closes without a 'close' event; when the pool cannot take the fd (EMFILE), it stays.
+      const lighter = conn.socket.detach?.() ?? null;
+      if (lighter !== null) {
+        (conn.socket as TaggedSocket)[kConn] = undefined;
+        conn.socket = lighter;
+        this.attach(conn, lighter);
+      }
+    }
     this.write(conn.socket, headBytes);
     this.streams++;
     this.c.connectionsTotal++;

@@ -1,4 +1,4 @@
-// The streaming suites again on the net.Socket transport: the server's default is the wrap transport (wrap.ts) when
+// The streaming suites again on the net.Socket transport: the server's default is the fd transport (fdpool.ts) when
 // this Node supports it, and both must behave the same on the wire. C1M_TRANSPORT is read by startCometServer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -14,14 +14,19 @@
 //
 // As in stream.ts, nothing here allocates a closure per connection: the read, write-done, shutdown-done and close
 // callbacks are module functions that find their socket through the handle (`this`), and the three event handlers
-// stream.ts registers are stored once per server.
+// stream.ts registers are stored once per server. With the default 'fd' transport a handle lives only until its
+// request is read: WrapSocket#detach hands the stream to fdpool.ts, which holds it as a bare fd. Batched writes
+// (through the writer addon's pool thread) are in batch.ts, shared with the detached streams.
 
 import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { getSystemErrorName } from 'node:util';
-import { loadAddon } from '../lib/native.js';
-import { WRITER_MIN_BATCH } from './limits.js';
+import {
+  CLOSE_DEFERRED, DESTROYED, DETACHED, END_DEFERRED, ENDING, IN_FLIGHT, PEER_GONE, QUEUED, SHUTDOWN_PENDING,
+  enqueue, loadWriter, takePending, uvError, type BatchSocket,
+} from './batch.js';
+import { FdSocket, adoptFd } from './fdpool.js';
+
+export { loadWriter, writerCounters, WRITER_PATH } from './batch.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 interface StreamReq {
@@ -91,57 +96,13 @@ export function wrapAvailable(): boolean {
   return load() !== null;
 }
 
-/** The batch writer addon (server/native/writer.c): one tick's socket writes made on a thread of libuv's pool. */
-interface Writer {
-  send(data: Uint8Array, fds: Int32Array, lens: Int32Array, out: Int32Array, n: number, done: (ok: boolean) => void): void;
-}
-
-/** Where the writer addon is built, relative to this file (dist/server/ or server/). */
-export const WRITER_PATH = fileURLToPath(new URL('../../server/native/build/Release/writer.node', import.meta.url));
-
-let writerLoad: { writer: Writer | null; reason: string } | undefined;
-
-/** Loads the batch writer once; `reason` says why it is unavailable (C1M_NO_NATIVE=1, not built, not Linux). */
-export function loadWriter(): { writer: Writer | null; reason: string } {
-  if (writerLoad) return writerLoad;
-  const { addon, reason } = loadAddon<Writer>(WRITER_PATH, 'the batch writer', (m) => typeof m.send === 'function');
-  return (writerLoad = { writer: addon, reason });
-}
-
-function uvError(err: number, syscall: string): NodeJS.ErrnoException {
-  let code: string;
-  try {
-    code = getSystemErrorName(err);
-  } catch {
-    code = `UV_${-err}`;
-  }
-  const e = new Error(`${syscall} ${code}`) as NodeJS.ErrnoException;
-  e.code = code;
-  e.errno = err;
-  e.syscall = syscall;
-  return e;
-}
-
 type DataHandler = (this: WrapSocket, chunk: Buffer) => void;
 type ErrorHandler = (this: WrapSocket, err: Error) => void;
 type CloseHandler = (this: WrapSocket) => void;
 
-const DESTROYED = 1;
-const ENDING = 2;
-const SHUTDOWN_PENDING = 4;
-const PEER_GONE = 8;
-/** Has output in the pending batch (see "Batched writes" below). */
-const QUEUED = 16;
-/** Is in the batch a pool thread is writing: its fd must stay open and nothing else may write to it. */
-const IN_FLIGHT = 32;
-/** destroy() came while IN_FLIGHT: close the handle when the batch is done. */
-const CLOSE_DEFERRED = 64;
-/** end() came while QUEUED or IN_FLIGHT: half-close once that output is handed on. */
-const END_DEFERRED = 128;
-
 /** One accepted connection: the subset of net.Socket that stream.ts uses. */
-export class WrapSocket {
-  /** The DESTROYED ... END_DEFERRED bits: one small integer rather than eight fields. */
+export class WrapSocket implements BatchSocket {
+  /** The DESTROYED ... DETACHED bits of batch.ts. */
   flags = 0;
   /** Writes collected between cork() and uncork(). */
   corked: Buffer[] | null = null;
@@ -266,170 +227,30 @@ export class WrapSocket {
     this.server.handlers.error?.call(this, err);
     this.destroy();
   }
-}
 
-// Batched writes. With the writer addon loaded, a WrapServer's sockets do not write when stream.ts calls write():
-// the bytes join the process's pending batch, and at the end of the tick (process.nextTick, so after stream.ts's
-// flush has queued every connection's output) the batch goes to a pool thread as one buffer, while this thread
-// goes on with the next publish (server/native/writer.c says why). One batch is in flight at a time; output queued
-// meanwhile waits for the next. Order per socket is kept by three rules: a socket with bytes in libuv's own queue
-// (a slow reader, or the rest of a short write) never goes to the thread, only behind them through libuv; a socket
-// in flight gets nothing else written until its batch is done; and whatever the kernel did not take in the thread
-// is handed to libuv before anything newer. Buffers (large shared messages) always go through libuv, in turn.
-
-/** Output waiting for the next batch: one entry per socket, a string or the parts in order. */
-let pendSocks: WrapSocket[] = [];
-let pendData: (string | Buffer | (string | Buffer)[])[] = [];
-const pendIndex = new Map<WrapSocket, number>();
-let submitScheduled = false;
-
-/** The batch in flight: its sockets and their byte lengths, the buffer and the per-socket results. */
-let flySocks: WrapSocket[] = [];
-let flyData: Buffer | null = null;
-let flyFds: Int32Array = new Int32Array(1024);
-let flyLens: Int32Array = new Int32Array(1024);
-let flyOut: Int32Array = new Int32Array(1024);
-let flyN = 0;
-/** Batches handed to the writer, the writes they carried, and those the kernel took only part of; for /stats. */
-export const writerCounters = { batches: 0, writes: 0, short: 0 };
-
-function enqueue(sock: WrapSocket, data: string | Buffer): void {
-  if ((sock.flags & QUEUED) === 0) {
-    sock.flags |= QUEUED;
-    pendIndex.set(sock, pendSocks.length);
-    pendSocks.push(sock);
-    pendData.push(data);
-    if (!submitScheduled && flyData === null) {
-      submitScheduled = true;
-      process.nextTick(submit);
-    }
-    return;
+  threadFd(): number {
+    return this.handle.writeQueueSize > 0 ? -1 : this.handle.fd;
   }
-  const i = pendIndex.get(sock)!;
-  const prev = pendData[i]!;
-  if (typeof prev === 'string' && typeof data === 'string') pendData[i] = prev + data;
-  else if (Array.isArray(prev)) prev.push(data);
-  else pendData[i] = [prev, data];
-}
 
-/** Writes a socket's pending entry through libuv now, out of the batch. */
-function takePending(sock: WrapSocket): void {
-  const i = pendIndex.get(sock)!;
-  const d = pendData[i]!;
-  pendData[i] = '';
-  sock.flags &= ~QUEUED;
-  handOn(sock, d);
-}
+  closeNow(): void {
+    this.handle.close(onHandleClose);
+  }
 
-/** Everything of one pending entry through libuv, then the deferred half-close. */
-function handOn(sock: WrapSocket, data: string | Buffer | (string | Buffer)[]): void {
-  if (Array.isArray(data)) sock.writeNow(data.map((d) => (typeof d === 'string' ? Buffer.from(d, 'utf8') : d)));
-  else sock.writeNow(data);
-  if ((sock.flags & (END_DEFERRED | DESTROYED)) === END_DEFERRED) sock.shutdown();
-}
-
-function grow(a: Int32Array, n: number): Int32Array {
-  return a.length >= n ? a : new Int32Array(Math.max(n, a.length * 2));
-}
-
-/** Sends the pending batch: to the writer those sockets it may write, the rest through libuv. */
-function submit(): void {
-  submitScheduled = false;
-  if (flyData !== null || pendSocks.length === 0) return;
-  const socks = pendSocks;
-  const data = pendData;
-  pendSocks = [];
-  pendData = [];
-  pendIndex.clear();
-  if (socks.length < WRITER_MIN_BATCH) {
-    // Too few to be worth a thread handoff (limits.ts): written from here, as without the writer.
-    for (let i = 0; i < socks.length; i++) {
-      const sock = socks[i]!;
-      if ((sock.flags & QUEUED) === 0) continue;
-      sock.flags &= ~QUEUED;
-      if ((sock.flags & DESTROYED) === 0) handOn(sock, data[i]!);
-    }
-    return;
+  /**
+   * Hands the connection to fdpool.ts (a bare fd in the native epoll set, ~0.7 KB less than this handle) and closes
+   * this handle without a 'close' event: the connection lives on as the returned FdSocket, with the same handlers.
+   * Only a socket with nothing written, queued or ending can move; otherwise, or when the pool refuses the fd,
+   * this returns null and the socket stays as it is.
+   */
+  detach(): FdSocket | null {
+    if ((this.flags & (DESTROYED | ENDING | QUEUED | IN_FLIGHT)) !== 0 || this.corked !== null || this.handle.writeQueueSize > 0) return null;
+    const fd = adoptFd(this.handle.fd);
+    if (fd < 0) return null;
+    this.flags |= DESTROYED | DETACHED;
+    this.handle.readStop();
+    this.handle.close(onDetachedClose);
+    return new FdSocket(fd, this.server);
   }
-  const strings: string[] = [];
-  flyFds = grow(flyFds, socks.length);
-  flyLens = grow(flyLens, socks.length);
-  flyOut = grow(flyOut, socks.length);
-  let n = 0;
-  let total = 0;
-  for (let i = 0; i < socks.length; i++) {
-    const sock = socks[i]!;
-    if ((sock.flags & QUEUED) === 0) continue; // taken out by destroy()
-    sock.flags &= ~QUEUED;
-    if ((sock.flags & DESTROYED) !== 0) continue; // dropped, as a write to a destroyed socket is
-    const d = data[i]!;
-    if (typeof d !== 'string' || (sock.flags & END_DEFERRED) !== 0 || sock.handle.writeQueueSize > 0) {
-      handOn(sock, d);
-      continue;
-    }
-    sock.flags |= IN_FLIGHT;
-    flySocks.push(sock);
-    flyFds[n] = sock.handle.fd;
-    total += flyLens[n] = Buffer.byteLength(d, 'utf8');
-    strings.push(d);
-    n++;
-  }
-  if (n === 0) return;
-  flyN = n;
-  flyData = Buffer.from(strings.length === 1 ? strings[0]! : strings.join(''), 'utf8');
-  if (flyData.length !== total) {
-    // A string ending in half a surrogate pair met the other half at the start of the next: joined, they encode
-    // shorter than apart, and the boundaries would shift bytes between sockets. Never from stream.ts (its writes
-    // start and end in ASCII); if it happens, each socket writes its own string through libuv.
-    const socks2 = flySocks;
-    flySocks = [];
-    flyData = null;
-    flyN = 0;
-    for (let i = 0; i < n; i++) {
-      socks2[i]!.flags &= ~IN_FLIGHT;
-      handOn(socks2[i]!, strings[i]!);
-    }
-    return;
-  }
-  writerCounters.batches++;
-  writerCounters.writes += n;
-  try {
-    loadWriter().writer!.send(flyData, flyFds, flyLens, flyOut, n, onBatchDone);
-  } catch {
-    // Not expected (one batch at a time); if the addon refuses, libuv writes the batch instead.
-    flyOut.fill(0, 0, n);
-    onBatchDone(true);
-  }
-}
-
-/** The pool thread made every send of the batch: hand on what the kernel did not take, close what was closed. */
-function onBatchDone(ok: boolean): void {
-  const socks = flySocks;
-  const data = flyData!;
-  flySocks = [];
-  flyData = null;
-  let off = 0;
-  for (let i = 0; i < flyN; i++) {
-    const sock = socks[i]!;
-    const len = flyLens[i]!;
-    const wrote = ok ? flyOut[i]! : 0;
-    sock.flags &= ~IN_FLIGHT;
-    if ((sock.flags & CLOSE_DEFERRED) !== 0) {
-      sock.flags &= ~CLOSE_DEFERRED;
-      sock.handle.close(onHandleClose);
-    } else if (wrote < 0) {
-      sock.fail(uvError(wrote, 'write'));
-    } else {
-      if (wrote < len) {
-        writerCounters.short++;
-        sock.writeNow(data.subarray(off + wrote, off + len));
-      }
-      if ((sock.flags & (END_DEFERRED | QUEUED | DESTROYED)) === END_DEFERRED) sock.shutdown();
-    }
-    off += len;
-  }
-  flyN = 0;
-  if (pendSocks.length > 0) submit();
 }
 
 // Module-level callbacks: libuv calls them with the handle (or request) as `this`.
@@ -470,6 +291,10 @@ function onShutdownDone(this: StreamReq, status: number): void {
   if (status < 0 || (sock.flags & PEER_GONE) !== 0) sock.destroy();
 }
 
+function onDetachedClose(this: TcpHandle): void {
+  this.owner = undefined;
+}
+
 function onHandleClose(this: TcpHandle): void {
   const sock = this.owner as WrapSocket;
   this.owner = undefined;
@@ -495,7 +320,7 @@ function onConnection(this: TcpHandle, err: number, client?: TcpHandle): void {
 
 /** A listening socket handing WrapSockets to `onSocket`: the subset of net.Server that stream.ts uses. */
 export class WrapServer extends EventEmitter {
-  /** stream.ts's shared socket handlers. */
+  /** stream.ts's shared socket handlers (its detached FdSockets use them too). */
   readonly handlers: { data?: DataHandler; error?: ErrorHandler; close?: CloseHandler } = {};
   /** True when this server's sockets write through the batch writer (see "Batched writes"). */
   readonly batched: boolean;

@@ -1,12 +1,13 @@
-// writer: the comet server's socket writes for one tick, done on a thread of libuv's pool (server/wrap.ts).
+// writer: the comet server's socket writes for one tick, done on a thread of libuv's pool (server/batch.ts). The same
+// addon holds the detached streams' epoll set (fdpool.c); the two share one state per environment (state.h).
 //
 // With 10,000 streams and messages to random ids, every delivery is its own send(2) on its own socket, and on this
 // 2-core machine that call is ~55% of the server's busy time (perf, server/README.md): the kernel's TCP send plus,
 // on loopback, the receiver's TCP input. The JavaScript thread cannot make that cheaper, but it need not wait for
 // it: it hands the tick's writes to this addon as one batch (one buffer, an fd and a length per write) and goes on
-// parsing the next publish while a pool thread makes the calls. One batch is in flight at a time; wrap.ts keeps
+// parsing the next publish while a pool thread makes the calls. One batch is in flight at a time; batch.ts keeps
 // every socket of it open until the batch is done (so no fd number can be reused under the thread) and sends
-// whatever the kernel did not take through libuv's own queue, in order.
+// whatever the kernel did not take by the socket's own path (libuv's queue, or a detached stream's backlog), in order.
 //
 // send(2) with MSG_DONTWAIT | MSG_NOSIGNAL never blocks the thread and never raises SIGPIPE; a socket's result is
 // the bytes the kernel took (possibly fewer than asked, or 0 when its buffer is full) or -errno, which is also
@@ -18,10 +19,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-// Per Node environment (the main thread, or a worker thread that loads the addon too).
-typedef struct {
-  int busy;  // a batch is in flight: wrap.ts never submits while one runs, and this enforces it
-} env_state_t;
+#include "state.h"
 
 typedef struct {
   env_state_t *state;
@@ -141,6 +139,11 @@ static void free_state(napi_env env, void *data, void *hint) {
   free(data);
 }
 
+static void cleanup(void *arg) {
+  fdpool_cleanup(arg);
+}
+
+// Per Node environment (the main thread, or a worker thread that loads the addon too): one state.
 static napi_value init(napi_env env, napi_value exports) {
   env_state_t *state = calloc(1, sizeof *state);
   if (!state || napi_set_instance_data(env, state, free_state, NULL) != napi_ok) {
@@ -149,8 +152,12 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   napi_value fn;
-  napi_create_function(env, "send", NAPI_AUTO_LENGTH, submit, state, &fn);
-  napi_set_named_property(env, exports, "send", fn);
+  if (napi_create_function(env, "send", NAPI_AUTO_LENGTH, submit, state, &fn) != napi_ok ||
+      napi_set_named_property(env, exports, "send", fn) != napi_ok || fdpool_init(env, exports, state) != napi_ok ||
+      napi_add_env_cleanup_hook(env, cleanup, state) != napi_ok) {
+    napi_throw_error(env, "WRITER_INIT", "writer: could not set up");
+    return NULL;
+  }
   return exports;
 }
 
