@@ -15,6 +15,8 @@ import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createHistogram, formatMicros, recordLatency, summarize } from '../lib/histogram.js';
 import { findMarker, nowMicros } from '../lib/marker.js';
 import { LocalRouter } from './router.js';
+import { WrapSocket } from './wrap.js';
+import { FdSocket } from './fdpool.js';
 
 const hRouter = createHistogram();
 const hWrite = createHistogram();
@@ -53,24 +55,32 @@ LocalRouter.prototype.send = function (this: LocalRouter<object>, id: number, ms
   return send.call(this, id, msg);
 };
 
-type Write = (this: net.Socket, chunk: unknown, ...rest: unknown[]) => boolean;
-const write = net.Socket.prototype.write as unknown as Write;
-(net.Socket.prototype as unknown as { write: Write }).write = function (chunk, ...rest) {
-  const t = typeof chunk === 'string' ? stampOf(chunk) : chunk instanceof Uint8Array ? findMarker(chunk) : -1;
-  if (t >= 0) {
-    const now = nowMicros();
-    recordLatency(hWrite, now - t);
-    const tr = traceDir ? trace.get(t) : undefined;
-    if (tr && tr[1] === 0) tr[1] = now;
-    const sent = sentAt.get(t);
-    if (sent !== undefined) {
-      recordLatency(hGap, now - sent);
-      sentAt.delete(t);
+type Write = (this: unknown, chunk: unknown, ...rest: unknown[]) => boolean;
+
+/** Wraps a socket class's write() to record when each stamped message is handed to it. */
+function probeWrite(proto: { write: unknown }): void {
+  const write = proto.write as Write;
+  proto.write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
+    const t = typeof chunk === 'string' ? stampOf(chunk) : chunk instanceof Uint8Array ? findMarker(chunk) : -1;
+    if (t >= 0) {
+      const now = nowMicros();
+      recordLatency(hWrite, now - t);
+      const tr = traceDir ? trace.get(t) : undefined;
+      if (tr && tr[1] === 0) tr[1] = now;
+      const sent = sentAt.get(t);
+      if (sent !== undefined) {
+        recordLatency(hGap, now - sent);
+        sentAt.delete(t);
+      }
+      mark();
     }
-    mark();
-  }
-  return write.call(this, chunk, ...rest);
-};
+    return write.call(this, chunk, ...rest);
+  } as Write;
+}
+// Every transport's socket: net.Socket (net), WrapSocket (wrap, and fd until a request is read), FdSocket (fd).
+probeWrite(net.Socket.prototype as unknown as { write: unknown });
+probeWrite(WrapSocket.prototype as unknown as { write: unknown });
+probeWrite(FdSocket.prototype as unknown as { write: unknown });
 
 const gcs: Array<{ start: number; ms: number; kind: number }> = [];
 new PerformanceObserver((list) => {
