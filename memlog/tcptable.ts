@@ -113,6 +113,19 @@ export class InodeTable {
   }
 }
 
+/** Sorted, merged [lo, hi] ranges of a port list. */
+export function portRanges(ports: readonly number[]): [number, number][] {
+  const sorted = [...new Set(ports)].sort((a, b) => a - b);
+  const out: [number, number][] = [];
+  for (const p of sorted) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new RangeError(`port ${p} is not in 1-65535`);
+    const last = out[out.length - 1];
+    if (last && p === last[1] + 1) last[1] = p;
+    else out.push([p, p]);
+  }
+  return out;
+}
+
 const HEX = new Int8Array(256).fill(-1);
 for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
 for (let c = 0; c < 6; c++) {

@@ -6,10 +6,16 @@
 // returns only the matching sockets, as fixed binary records. This addon does just that one dump and hands back the
 // inodes; building the filter program, matching inodes to the process tree and everything else stays in TypeScript
 // (memlog/netlink.ts). Linux only.
+//
+// It also loads and runs memlog's eBPF TCP socket iterator (memlog/bpf.ts assembles the program from the running
+// kernel's BTF): BPF_PROG_LOAD + BPF_LINK_CREATE once, then per sample BPF_ITER_CREATE and read() until EOF. The
+// program writes 4 bytes (the socket inode) per ESTABLISHED socket on the watched ports, so a sample costs the
+// kernel's walk and no inet_diag record per socket.
 
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <linux/bpf.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -21,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <netinet/tcp.h>
 
 // The kernel caps one dump message batch at 32 KiB; a larger buffer only wastes memory.
 #define RECV_BYTES 65536
@@ -208,6 +215,186 @@ static napi_value js_dump(napi_env env, napi_callback_info info) {
   return take(env, &a, dump(family, states, (uint16_t)sport, bc, bc_len, &a), "SOCK_DIAG_BY_FAMILY dump", napi_uint32_array);
 }
 
+// --- The eBPF TCP socket iterator ---
+
+// Largest program accepted from JS (a port tree for 4,096 ports is ~8,200 instructions).
+#define MAX_INSNS 65536
+// The verifier's log, asked for only after a load fails (the second load's rolling log keeps the end: the error).
+#define VERIFIER_LOG_BYTES (1 << 20)
+// At most this much of the log's end goes into the error message.
+#define VERIFIER_LOG_TAIL 3000
+// The kernel copies at most one seq_file buffer (8 pages) per read(); ask for more so no read is cut short.
+#define ITER_READ_BYTES (1 << 18)
+// read() returns EAGAIN when it walked MAX_ITER_OBJECTS (1M) sockets without output; it resumes where it stopped.
+#define ITER_MAX_EAGAIN 4096
+
+static long sys_bpf(int cmd, union bpf_attr *attr) {
+  return syscall(__NR_bpf, cmd, attr, sizeof *attr);
+}
+
+static int load_tracing_iter(const void *insns, size_t n, uint32_t btf_id, char *log, uint32_t log_size) {
+  union bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.prog_type = BPF_PROG_TYPE_TRACING;
+  a.expected_attach_type = BPF_TRACE_ITER;
+  a.attach_btf_id = btf_id;  // attach_btf_obj_fd 0: vmlinux's BTF
+  a.insns = (uint64_t)(uintptr_t)insns;
+  a.insn_cnt = (uint32_t)n;
+  a.license = (uint64_t)(uintptr_t) "GPL";  // bpf_seq_write is GPL-only
+  strncpy(a.prog_name, "memlog_tcp", sizeof a.prog_name - 1);
+  if (log) {
+    a.log_level = 1;
+    a.log_buf = (uint64_t)(uintptr_t)log;
+    a.log_size = log_size;
+    log[0] = 0;
+  }
+  int fd;
+  do fd = (int)sys_bpf(BPF_PROG_LOAD, &a);
+  while (fd < 0 && errno == EAGAIN && !log);
+  return fd;
+}
+
+// iterLoad(insns: Uint8Array, attachBtfId: number) → fd of a bpf_iter link (BPF_TRACE_ITER) for the program.
+// Errors: SOCKDIAG_BAD_ARGS; SOCKDIAG_ERRNO_<n> with the verifier's log (its end) in the message when the load fails.
+static napi_value js_iter_load(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  bool is_ta = false;
+  napi_typedarray_type tt;
+  size_t len = 0;
+  void *data = NULL;
+  if (argc >= 1) napi_is_typedarray(env, argv[0], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, argv[0], &tt, &len, &data, NULL, NULL) != napi_ok || tt != napi_uint8_array || len == 0 ||
+      len % 8 != 0 || len / 8 > MAX_INSNS) {
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.iterLoad: insns must be a Uint8Array of whole 8-byte instructions, 1 to 65536 of them");
+    return NULL;
+  }
+  uint32_t btf_id = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &t);
+  double d = 0;
+  if (t != napi_number || napi_get_value_double(env, argv[1], &d) != napi_ok || d < 1 || d > 0xfffff || d != (double)(uint32_t)d) {
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.iterLoad: attachBtfId must be a BTF type id (1 to 1048575)");
+    return NULL;
+  }
+  btf_id = (uint32_t)d;
+
+  int prog = load_tracing_iter(data, len / 8, btf_id, NULL, 0);
+  if (prog < 0) {
+    int err = errno;
+    char *log = malloc(VERIFIER_LOG_BYTES);
+    if (log) {
+      load_tracing_iter(data, len / 8, btf_id, log, VERIFIER_LOG_BYTES);
+      log[VERIFIER_LOG_BYTES - 1] = 0;
+    }
+    size_t n = log ? strlen(log) : 0;
+    while (n > 0 && (log[n - 1] == '\n' || log[n - 1] == ' ')) log[--n] = 0;
+    const char *tail = log ? (n > VERIFIER_LOG_TAIL ? log + n - VERIFIER_LOG_TAIL : log) : "";
+    char *msg = malloc(VERIFIER_LOG_TAIL + 256);
+    char code[32];
+    snprintf(code, sizeof code, "SOCKDIAG_ERRNO_%d", err);
+    if (msg) {
+      snprintf(msg, VERIFIER_LOG_TAIL + 256, "sockdiag: BPF_PROG_LOAD (tracing, iter/tcp): %s; verifier log%s: %s", strerror(err),
+               n > VERIFIER_LOG_TAIL ? " (end)" : "", *tail ? tail : "(empty)");
+      napi_throw_error(env, code, msg);
+    } else {
+      throw_errno(env, "BPF_PROG_LOAD", err);
+    }
+    free(msg);
+    free(log);
+    return NULL;
+  }
+  union bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.link_create.prog_fd = (uint32_t)prog;
+  a.link_create.attach_type = BPF_TRACE_ITER;
+  int link = (int)sys_bpf(BPF_LINK_CREATE, &a);
+  int err = errno;
+  close(prog);  // the link holds the program
+  if (link < 0) return throw_errno(env, "BPF_LINK_CREATE", err);
+  napi_value result;
+  napi_create_int32(env, link, &result);
+  return result;
+}
+
+// Runs the iterator once: BPF_ITER_CREATE, read() to EOF, close. Fills `out` with the program's 4-byte records.
+static int iter_read(int link, inodes_t *out) {
+  union bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.iter_create.link_fd = (uint32_t)link;
+  int fd = (int)sys_bpf(BPF_ITER_CREATE, &a);
+  if (fd < 0) return errno;
+  size_t bytes = 0;
+  int err = 0, eagain = 0;
+  for (;;) {
+    size_t cap = out->cap * sizeof(uint32_t);
+    if (cap - bytes < ITER_READ_BYTES) {
+      size_t ncap = out->cap ? out->cap * 2 : 65536;
+      while (ncap * sizeof(uint32_t) - bytes < ITER_READ_BYTES) ncap *= 2;
+      uint32_t *v = realloc(out->v, ncap * sizeof *v);
+      if (!v) {
+        err = ENOMEM;
+        break;
+      }
+      out->v = v;
+      out->cap = ncap;
+      cap = ncap * sizeof(uint32_t);
+    }
+    ssize_t n = read(fd, (uint8_t *)out->v + bytes, cap - bytes);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN && ++eagain < ITER_MAX_EAGAIN) continue;
+      err = errno;
+      break;
+    }
+    if (n == 0) break;
+    bytes += (size_t)n;
+  }
+  close(fd);
+  if (!err && bytes % sizeof(uint32_t) != 0) err = EPROTO;
+  out->n = bytes / sizeof(uint32_t);
+  return err;
+}
+
+// iterRead(linkFd: number) → Uint32Array of what the program wrote (memlog's: socket inodes).
+static napi_value js_iter_read(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int32_t link;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &link) != napi_ok || link < 0) {
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.iterRead: linkFd must be a file descriptor (0 or more)");
+    return NULL;
+  }
+  inodes_t a = {0};
+  return take(env, &a, iter_read(link, &a), "bpf iterator", napi_uint32_array);
+}
+
+// The uapi constants the TypeScript side hard-codes, as this build's headers define them (checked by a test).
+static napi_value bpf_constants(napi_env env) {
+  const struct {
+    const char *name;
+    int32_t value;
+  } c[] = {
+      {"BPF_FUNC_seq_write", BPF_FUNC_seq_write},
+      {"BPF_FUNC_skc_to_tcp_sock", BPF_FUNC_skc_to_tcp_sock},
+      {"TCP_ESTABLISHED", TCP_ESTABLISHED},
+      {"BPF_JLT", BPF_JLT},
+      {"BPF_JLE", BPF_JLE},
+      {"BPF_MOV", BPF_MOV},
+      {"BPF_ALU64", BPF_ALU64},
+      {"BPF_DW", BPF_DW},
+  };
+  napi_value o, v;
+  napi_create_object(env, &o);
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    napi_create_int32(env, c[i].value, &v);
+    napi_set_named_property(env, o, c[i].name, v);
+  }
+  return o;
+}
+
 // --- /proc/<pid>/fd without a string per fd ---
 //
 // fs.readdirSync makes a JS string for each of a process's fds, and libuv sorts them: ~0.9 us an fd, ~0.9 s for a
@@ -327,12 +514,13 @@ static napi_value init(napi_env env, napi_value exports) {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"dump", js_dump}, {"listFds", js_list_fds}, {"socketInodes", js_socket_inodes}};
+  } fns[] = {{"dump", js_dump}, {"listFds", js_list_fds}, {"socketInodes", js_socket_inodes}, {"iterLoad", js_iter_load}, {"iterRead", js_iter_read}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
     napi_set_named_property(env, exports, fns[i].name, f);
   }
+  napi_set_named_property(env, exports, "bpfConstants", bpf_constants(env));
   return exports;
 }
 
