@@ -39,7 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseIntFlag, parsePortList } from '../lib/flags.js';
 import { InodeTable, SocketOwnership, FLAG_COUNTED } from './tcptable.js';
-import { AF_INET, TCPF_ESTABLISHED, loadSockDiag, BpfIterSource, NetlinkSource, ProcSource, kernelLayout, nativeFdReader, portFilter, type SockDiag, type SourceName } from './netlink.js';
+import { AF_INET, TCPF_ESTABLISHED, loadSockDiag, BpfSource, NetlinkSource, ProcSource, kernelLayout, nativeFdReader, portFilter, type SockDiag, type SourceName } from './netlink.js';
 import { processTree, readStat, readPssKb } from './proc.js';
 import { startRecorder } from './recorder.js';
 import { timeIt, formatTimes } from './timing.js';
@@ -377,24 +377,35 @@ async function measure(addon: SockDiag): Promise<void> {
   // The bpf iterator, both families in one walk: a port nobody uses times the walk with the program run on every
   // socket (state test, and the port tree for established ones); the watched ports add the cast to tcp_sock, the
   // inode load and a 4-byte write per match. Two ways to the inode: sk->sk_ino, and sk_socket->file->f_inode.
-  const bpfSources: BpfIterSource[] = [];
+  const bpfSources: BpfSource[] = [];
+  const bpfRow = (label: string, src: BpfSource): void => {
+    bpfSources.push(src);
+    steps.push([label, () => src.read().length]);
+  };
   let bpfWhy = '';
   try {
     for (const via of ['sk_ino', 'socket'] as const) {
-      const layout = kernelLayout(via);
-      const idle = new BpfIterSource(addon, [unused], layout);
-      const watched = new BpfIterSource(addon, ports, layout);
-      bpfSources.push(idle, watched);
-      const iter = (src: BpfIterSource) => () => src.read().length;
-      if (via === 'sk_ino') steps.push([`bpf iterator walk only: port ${unused} (nobody's), IPv4+IPv6`, iter(idle)]);
-      steps.push([`bpf iterator walk + write: the watched port${single ? '' : 's'}, inode from ${via === 'sk_ino' ? 'sk->sk_ino' : 'sk_socket->file->f_inode->i_ino'}`, iter(watched)]);
+      const iterLayout = kernelLayout(via);
+      if (via === 'sk_ino') bpfRow(`bpf iterator walk only: port ${unused} (nobody's), IPv4+IPv6`, new BpfSource(addon, [unused], { method: 'iter', iterLayout }));
+      bpfRow(`bpf iterator walk + write: the watched port${single ? '' : 's'}, inode from ${via === 'sk_ino' ? 'sk->sk_ino' : 'sk_socket->file->f_inode->i_ino'}`,
+        new BpfSource(addon, ports, { method: 'iter', iterLayout }));
     }
   } catch (err) {
     bpfWhy = (err as Error).message.split('\n')[0]!;
-    say(`# no bpf rows: ${bpfWhy}`);
+    say(`# no bpf iterator rows: ${bpfWhy}`);
+  }
+  // The table walk (bpf.ts "The table walk"): the same answer without the iterator's per-socket locking.
+  let walked: BpfSource | null = null;
+  try {
+    bpfRow(`bpf table walk only: port ${unused} (nobody's)`, new BpfSource(addon, [unused], { method: 'walk' }));
+    walked = new BpfSource(addon, ports, { method: 'walk' });
+    bpfRow(`bpf table walk + write: the watched port${single ? '' : 's'}`, walked);
+  } catch (err) {
+    say(`# no bpf table walk rows: ${(err as Error).message.split('\n')[0]!}`);
   }
   const timed = timeTurns(runs, steps.map(([, fn]) => fn));
   steps.forEach(([label], i) => say(`${label}\t${timed[i]!.result}\t${fmt(timed[i]!.ms)}`));
+  if (walked) say(`# the table walk's last pass: ${JSON.stringify(walked.stats())}`);
   for (const src of bpfSources) src.close();
 
   const table = new InodeTable(1 << 22);
@@ -404,13 +415,13 @@ async function measure(addon: SockDiag): Promise<void> {
   });
   say(`memlog's netlink source (filter program, table cleared; the IPv6 listener check included)\t${nl.result}\t${fmt(nl.ms)}`);
   if (!bpfWhy) {
-    const bpf = new BpfIterSource(addon, ports);
+    const bpf = new BpfSource(addon, ports);
     const b = timeIt(runs, () => {
       table.clear();
       return bpf.fill(table);
     });
     bpf.close();
-    say(`memlog's bpf source (${bpf.layout.inode.via}, table cleared)\t${b.result}\t${fmt(b.ms)}`);
+    say(`memlog's bpf source (${bpf.method === 'walk' ? 'table walk' : 'iterator'}, table cleared)\t${b.result}\t${fmt(b.ms)}`);
   }
   if (procRuns > 0) {
     const procTable = new InodeTable(1 << 22);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import {
-  portRanges, portFilter, loadSockDiag, BpfIterSource, NetlinkSource, ProcSource, openSocketSource, SocketSourceError, nativeFdReader, kernelLayout,
+  portRanges, portFilter, loadSockDiag, BpfSource, NetlinkSource, ProcSource, openSocketSource, SocketSourceError, nativeFdReader, kernelLayout,
   AF_INET, AF_INET6, BC_JMP, BC_S_EQ, BC_S_GE, BC_S_LE, TCPF_ESTABLISHED, TCPF_LISTEN, type SocketSource,
 } from './netlink.js';
 import { InodeTable, SocketOwnership, fsFdReader, FLAG_ESTABLISHED, FLAG_PRESENT, type FdReader } from './tcptable.js';
@@ -146,7 +146,7 @@ const root = process.getuid?.() === 0;
 const bpfWhy = ((): string => {
   if (!addon.addon) return addon.reason;
   try {
-    new BpfIterSource(addon.addon, [1]).close();
+    new BpfSource(addon.addon, [1]).close();
     return '';
   } catch (err) {
     return (err as Error).message;
@@ -158,7 +158,10 @@ after(() => made.forEach((s) => s.close()));
 const keep = <S extends SocketSource>(s: S): S => (made.push(s), s);
 const sources: [string, (ports: number[]) => SocketSource][] = [['proc', (ports) => new ProcSource('self', ports)]];
 if (addon.addon) sources.push(['netlink', (ports) => new NetlinkSource(addon.addon!, ports)]);
-if (!bpfWhy) sources.push(['bpf', (ports) => keep(new BpfIterSource(addon.addon!, ports))]);
+if (!bpfWhy) {
+  sources.push(['bpf (table walk)', (ports) => keep(new BpfSource(addon.addon!, ports, { method: 'walk' }))]);
+  sources.push(['bpf (iterator)', (ports) => keep(new BpfSource(addon.addon!, ports, { method: 'iter' }))]);
+}
 
 test('the bpf iterator loads here as root; without root (or the addon) the reason is the kernel refusing (or the build)', () => {
   if (!addon.addon) {
@@ -324,14 +327,19 @@ function procSockets(port: number, st: string): number[] {
 
 const sorted = (a: Iterable<number>): number[] => Array.from(a).sort((x, y) => x - y);
 
-test('bpf and netlink report the same inodes: IPv4 and IPv6, several ports and ranges, after closes', { timeout: 20_000 }, async () => {
+/** The bpf source's ways to the inodes: its table walk, and the iterator with each way to the inode. */
+type Way = 'walk' | 'sk_ino' | 'socket';
+const WAYS: Way[] = ['walk', 'sk_ino', 'socket'];
+
+test('bpf (table walk, and the iterator both ways) and netlink report the same inodes: IPv4 and IPv6, several ports and ranges, after closes', { timeout: 20_000 }, async () => {
   if (bpfWhy) {
     assert.ok(!root || !addon.addon, bpfWhy);
     return;
   }
   const nl = addon.addon!;
   const netlinkInodes = (ports: number[]): number[] => sorted([AF_INET, AF_INET6].flatMap((f) => Array.from(nl.dump(f, TCPF_ESTABLISHED, portFilter(ports)))));
-  const bpfInodes = (ports: number[], via: 'sk_ino' | 'socket'): number[] => sorted(keep(new BpfIterSource(nl, ports, kernelLayout(via))).read());
+  const bpfInodes = (ports: number[], via: Way): number[] =>
+    sorted(keep(via === 'walk' ? new BpfSource(nl, ports, { method: 'walk' }) : new BpfSource(nl, ports, { method: 'iter', iterLayout: kernelLayout(via) })).read());
   const a = await serve(20);
   const b = await serve(6, '::1');
   const c = await serve(9);
@@ -343,7 +351,7 @@ test('bpf and netlink report the same inodes: IPv4 and IPv6, several ports and r
     ['three ports', [a.port, b.port, c.port]],
     ['a range covering them', Array.from({ length: hi - lo + 1 }, (_, i) => lo + i)],
   ];
-  for (const via of ['sk_ino', 'socket'] as const) {
+  for (const via of WAYS) {
     for (const [name, ports] of sets) {
       const want = netlinkInodes(ports);
       assert.ok(want.length >= (ports.length === 1 ? (ports[0] === b.port ? 6 : 20) : 35), `${name}: netlink found ${want.length}`);
@@ -352,7 +360,7 @@ test('bpf and netlink report the same inodes: IPv4 and IPv6, several ports and r
   }
   // And they are the inodes the server's own fds hold (the ground truth for ownership).
   const table = new InodeTable();
-  keep(new BpfIterSource(nl, [a.port, b.port, c.port])).fill(table);
+  keep(new BpfSource(nl, [a.port, b.port, c.port])).fill(table);
   const own = new SocketOwnership(nativeFdReader(nl));
   assert.equal(own.count([{ pid: process.pid, startTime: readStat(process.pid)!.startTime }], table).established, 35);
 
@@ -361,7 +369,7 @@ test('bpf and netlink report the same inodes: IPv4 and IPv6, several ports and r
   for (const cl of [...a.clients.slice(0, 3), ...b.clients.slice(0, 2)]) cl.destroy();
   for (const s of a.accepted.slice(3, 5)) s.destroy();
   await Promise.all(closing);
-  for (const via of ['sk_ino', 'socket'] as const) {
+  for (const via of WAYS) {
     const ports = [a.port, b.port, c.port];
     const want = netlinkInodes(ports);
     assert.equal(want.length, 35 - 7);

@@ -17,7 +17,7 @@ import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadAddon, type AddonLoad } from '../lib/native.js';
 import { Btf, VMLINUX_BTF } from './btf.js';
-import { tcpIterLayout, tcpIterProgram, type InodeVia, type TcpIterLayout } from './bpf.js';
+import { WALK_VALUE_SIZE, tcpIterLayout, tcpIterProgram, tcpWalkLayout, tcpWalkProgram, type InodeVia, type TcpIterLayout, type TcpWalkLayout } from './bpf.js';
 import { FLAG_ESTABLISHED, FLAG_PRESENT, FULL_RESCAN_EVERY, TcpTableScanner, fsFdReader, openFdCount, portRanges, type FdReader, type InodeTable } from './tcptable.js';
 
 export { portRanges };
@@ -55,6 +55,17 @@ export interface SockDiag {
   iterLoad(insns: Uint8Array, attachBtfId: number): number;
   /** Runs the iterator of a link once (BPF_ITER_CREATE, read to EOF): the 4-byte records its program wrote. */
   iterRead(linkFd: number): Uint32Array;
+  /**
+   * Creates the table walk's map (one array value of `valueSize` bytes) and loads its raw tracepoint program
+   * (bpf.ts tcpWalkInsns) with the map as fd_array[0]; the handle holds both (walkClose frees them).
+   */
+  walkOpen(insns: Uint8Array, valueSize: number): WalkHandle;
+  /** One whole walk: the program run until the table is done (BPF_PROG_TEST_RUN), the inodes of all runs. */
+  walkRun(walk: WalkHandle): Uint32Array;
+  /** The last walk's runs, the table's buckets, buckets walked again, kernel reads that failed. */
+  walkStats(walk: WalkHandle): { runs: number; buckets: number; restarts: number; faults: number };
+  /** Unloads the walk's program and frees its map. */
+  walkClose(walk: WalkHandle): void;
   /** uapi constants as the addon's build headers define them (bpf.ts hard-codes them; a test compares). */
   readonly bpfConstants: Record<string, number>;
 }
@@ -97,6 +108,9 @@ export function bestFdReader(): FdReader {
   const { addon } = loadSockDiag();
   return addon ? nativeFdReader(addon) : fsFdReader;
 }
+
+/** An opaque handle of the addon's table walk (a napi external). */
+export type WalkHandle = { readonly __walk: unique symbol };
 
 /** Where the addon is built, relative to this file (dist/memlog/ or memlog/). */
 export const ADDON_PATH = fileURLToPath(new URL('../../memlog/native/build/Release/sockdiag.node', import.meta.url));
@@ -228,39 +242,78 @@ export class ProcSource implements SocketSource {
   close(): void {}
 }
 
+/** How the bpf source reads the table: its own walk of the established hash (bpf.ts), or the bpf_iter "tcp" target. */
+export type BpfMethod = 'walk' | 'iter';
+
+/** Options of BpfSource: the method ('auto': walk when the kernel allows it, else iter) and the iterator's layout. */
+export interface BpfOptions {
+  method?: BpfMethod | 'auto';
+  /** The iterator's layout (default: the running kernel's, sk_ino when it has one). */
+  iterLayout?: TcpIterLayout;
+}
+
 /**
- * The eBPF TCP socket iterator (bpf.ts): the kernel's walk of its TCP tables (IPv4 and IPv6 in one pass) runs a
- * program that writes the 4-byte inode of each ESTABLISHED socket on the watched ports, and nothing else.
+ * Established sockets from eBPF: a program inside the kernel returns the 4-byte inode of each ESTABLISHED socket
+ * on the watched ports, IPv4 and IPv6 in one pass, and nothing for the others (no inet_diag record per socket).
  *
- * The program is loaded and linked once (the link fd is kept until close()); each fill() opens the iterator,
- * reads it to the end and closes it. The iterator walks the network namespace of the process that opens it, as a
- * netlink socket does. It needs root (CAP_BPF and CAP_PERFMON), the kernel's BTF and the addon. Unlike
- * NetlinkSource there is no per-family choice to make: the walk covers both families whatever is listening.
+ * Two ways, same answer (netlink.test.ts compares both with the netlink dump):
+ * - 'walk' (the default where it loads): a raw tracepoint program run on demand reads this network namespace's
+ *   established hash table itself, under RCU, in runs of bpf.ts WALK_BUDGET steps (bpf.ts, "The table walk").
+ *   Needs struct sock's sk_ino (6.16+) and the open-coded loop kfuncs (6.4+).
+ * - 'iter': a bpf_iter "tcp" program, linked once; each fill() opens the iterator and reads it to the end. The
+ *   kernel locks every socket before it runs the program, which costs about as much as netlink's records.
+ * Both walk the network namespace of the calling process, as a netlink socket does, and need root (CAP_BPF and
+ * CAP_PERFMON), the kernel's BTF and the addon. Unlike NetlinkSource there is no per-family choice to make.
  */
-export class BpfIterSource implements SocketSource {
+export class BpfSource implements SocketSource {
   readonly name = 'bpf';
-  private fd: number;
+  readonly method: BpfMethod;
+  /** Why 'auto' did not take the walk ('' when it did, or a method was asked for). */
+  readonly walkWhy: string = '';
+  private fd = -1;
+  private walk: WalkHandle | null = null;
 
   /** Loads the program for `ports`; throws the addon's error (verifier log included) or a BtfError. */
-  constructor(private readonly addon: SockDiag, ports: readonly number[], readonly layout: TcpIterLayout = kernelLayout()) {
-    this.fd = addon.iterLoad(tcpIterProgram(layout, ports), layout.attachBtfId);
+  constructor(private readonly addon: SockDiag, ports: readonly number[], options: BpfOptions = {}) {
+    const method = options.method ?? 'auto';
+    if (method !== 'iter') {
+      try {
+        this.walk = addon.walkOpen(tcpWalkProgram(kernelWalkLayout(), ports), WALK_VALUE_SIZE);
+      } catch (err) {
+        if (method === 'walk') throw err;
+        this.walkWhy = (err as Error).message.split('\n')[0]!;
+      }
+    }
+    if (!this.walk) {
+      const layout = options.iterLayout ?? kernelLayout();
+      this.fd = addon.iterLoad(tcpIterProgram(layout, ports), layout.attachBtfId);
+    }
+    this.method = this.walk ? 'walk' : 'iter';
   }
 
-  /** One walk: the inodes the program wrote, in the kernel's order. */
+  /** One pass: the inodes the program wrote, in the kernel's order. */
   read(): Uint32Array {
-    if (this.fd < 0) throw new Error('BpfIterSource: used after close()');
+    if (this.walk) return this.addon.walkRun(this.walk);
+    if (this.fd < 0) throw new Error('BpfSource: used after close()');
     return this.addon.iterRead(this.fd);
+  }
+
+  /** The last walk's runs and what it met ('walk' only). */
+  stats(): { runs: number; buckets: number; restarts: number; faults: number } | null {
+    return this.walk ? this.addon.walkStats(this.walk) : null;
   }
 
   fill(table: InodeTable): number {
     const inodes = this.read();
     const before = table.size;
     for (let i = 0; i < inodes.length; i++) table.add(inodes[i]!, FLAG_PRESENT | FLAG_ESTABLISHED);
-    // Distinct sockets: a walk resumed across read() calls may, on older kernels, show a socket twice.
+    // Distinct sockets: a walk may meet a socket twice (a bucket walked again; a run resumed after a change).
     return table.size - before;
   }
 
   close(): void {
+    if (this.walk) this.addon.walkClose(this.walk);
+    this.walk = null;
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
   }
@@ -273,6 +326,13 @@ export function kernelLayout(via: InodeVia | 'auto' = 'auto'): TcpIterLayout {
   let l = layouts.get(via);
   if (!l) layouts.set(via, (l = tcpIterLayout(Btf.load(VMLINUX_BTF), via)));
   return l;
+}
+
+let walkLayout: TcpWalkLayout | null = null;
+
+/** The table walk's layout for the running kernel, from its BTF (once per process). */
+export function kernelWalkLayout(): TcpWalkLayout {
+  return (walkLayout ??= tcpWalkLayout(Btf.load(VMLINUX_BTF)));
 }
 
 /** How to read the socket table: `auto` takes bpf, else netlink, else /proc. */
@@ -295,13 +355,13 @@ function netNs(pid: number | 'self'): string | null {
 }
 
 /** The bpf source, or why it cannot be had (`full`: the whole error, verifier log included; `why`: its first line). */
-function tryBpf(addon: SockDiag, ports: readonly number[]): { source: BpfIterSource; why: ''; full: '' } | { source: null; why: string; full: string } {
+function tryBpf(addon: SockDiag, ports: readonly number[]): { source: BpfSource; why: ''; full: '' } | { source: null; why: string; full: string } {
   if (!existsSync(VMLINUX_BTF)) {
     const why = `the kernel has no BTF at ${VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF)`;
     return { source: null, why, full: why };
   }
   try {
-    return { source: new BpfIterSource(addon, ports), why: '', full: '' };
+    return { source: new BpfSource(addon, ports), why: '', full: '' };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     let full = e.message;
@@ -313,7 +373,8 @@ function tryBpf(addon: SockDiag, ports: readonly number[]): { source: BpfIterSou
 
 /**
  * Picks the socket source for watching `pid` on `ports`. `auto` takes the first that works of bpf, netlink and
- * /proc, and `note` then says why the faster ones were passed over ('' when bpf was taken). bpf and netlink both
+ * /proc, and `note` then says why the faster ones were passed over ('' when bpf's table walk was taken; bpf's
+ * iterator comes with the reason the walk could not load). bpf and netlink both
  * need the addon and memlog in the watched process's network namespace; bpf also needs the kernel's BTF and the
  * privilege to load a program.
  */
@@ -327,7 +388,7 @@ export function openSocketSource(mode: SocketsMode, pid: number, ports: readonly
     if (mine !== null && mine === theirs) {
       if (mode === 'netlink') return { source: new NetlinkSource(addon, ports), note: '' };
       const bpf = tryBpf(addon, ports);
-      if (bpf.source) return { source: bpf.source, note: '' };
+      if (bpf.source) return { source: bpf.source, note: bpf.source.walkWhy ? `the bpf iterator, not the table walk: ${bpf.source.walkWhy}` : '' };
       if (mode === 'bpf') throw new SocketSourceError('C1M_MEMLOG_NO_BPF', `--sockets bpf: ${bpf.full}`);
       return { source: new NetlinkSource(addon, ports), note: `no bpf iterator: ${bpf.why}` };
     }

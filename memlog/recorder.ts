@@ -130,6 +130,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   const source = opened.source;
   const log = options.log ?? (() => {});
   const described = { bpf: 'the bpf TCP iterator', netlink: 'the netlink sock_diag dump', proc: '/proc/net/tcp, slower at scale' }[source.name];
+  // (A bpf source with a note is the iterator: the table walk comes without one.)
   if (opened.note) log(`memlog: counting connections from ${described} (${opened.note})`);
   const pageKb = kernelPageSize() / 1024;
 
