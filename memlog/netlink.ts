@@ -17,7 +17,7 @@ import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadAddon, type AddonLoad } from '../lib/native.js';
 import { Btf, VMLINUX_BTF } from './btf.js';
-import { WALK_VALUE_SIZE, tcpIterLayout, tcpIterProgram, tcpWalkLayout, tcpWalkProgram, type InodeVia, type TcpIterLayout, type TcpWalkLayout } from './bpf.js';
+import { WALK_VALUE_SIZE, walkValue, tcpIterLayout, tcpIterProgram, tcpWalkLayout, tcpWalkProgram, type InodeVia, type TcpIterLayout, type TcpWalkLayout } from './bpf.js';
 import { FLAG_ESTABLISHED, FLAG_PRESENT, FULL_RESCAN_EVERY, TcpTableScanner, fsFdReader, openFdCount, portRanges, type FdReader, type InodeTable } from './tcptable.js';
 
 export { portRanges };
@@ -56,10 +56,11 @@ export interface SockDiag {
   /** Runs the iterator of a link once (BPF_ITER_CREATE, read to EOF): the 4-byte records its program wrote. */
   iterRead(linkFd: number): Uint32Array;
   /**
-   * Creates the table walk's map (one array value of `valueSize` bytes) and loads its raw tracepoint program
-   * (bpf.ts tcpWalkInsns) with the map as fd_array[0]; the handle holds both (walkClose frees them).
+   * Creates the table walk's map (one array value of `valueSize` bytes, starting as `init`: bpf.ts walkValue) and
+   * loads its raw tracepoint program (bpf.ts tcpWalkInsns) with the map as fd_array[0]; the handle holds both
+   * (walkClose frees them).
    */
-  walkOpen(insns: Uint8Array, valueSize: number): WalkHandle;
+  walkOpen(insns: Uint8Array, valueSize: number, init: Uint8Array): WalkHandle;
   /** One whole walk: the program run until the table is done (BPF_PROG_TEST_RUN), the inodes of all runs. */
   walkRun(walk: WalkHandle): Uint32Array;
   /** The last walk's runs, the table's buckets, buckets walked again, kernel reads that failed. */
@@ -259,7 +260,7 @@ export interface BpfOptions {
  * Two ways, same answer (netlink.test.ts compares both with the netlink dump):
  * - 'walk' (the default where it loads): a raw tracepoint program run on demand reads this network namespace's
  *   established hash table itself, under RCU, in runs of bpf.ts WALK_BUDGET steps (bpf.ts, "The table walk").
- *   Needs struct sock's sk_ino (6.16+) and the open-coded loop kfuncs (6.4+).
+ *   Needs struct sock's sk_ino (6.16+), bpf_rdonly_cast (6.2+) and the open-coded loop kfuncs (6.4+).
  * - 'iter': a bpf_iter "tcp" program, linked once; each fill() opens the iterator and reads it to the end. The
  *   kernel locks every socket before it runs the program, which costs about as much as netlink's records.
  * Both walk the network namespace of the calling process, as a netlink socket does, and need root (CAP_BPF and
@@ -278,7 +279,7 @@ export class BpfSource implements SocketSource {
     const method = options.method ?? 'auto';
     if (method !== 'iter') {
       try {
-        this.walk = addon.walkOpen(tcpWalkProgram(kernelWalkLayout(), ports), WALK_VALUE_SIZE);
+        this.walk = addon.walkOpen(tcpWalkProgram(kernelWalkLayout()), WALK_VALUE_SIZE, walkValue(ports));
       } catch (err) {
         if (method === 'walk') throw err;
         this.walkWhy = (err as Error).message.split('\n')[0]!;

@@ -398,20 +398,21 @@ static napi_value js_iter_read(napi_env env, napi_callback_info info) {
 
 // --- The table walk (memlog/bpf.ts, "The table walk"): a raw tracepoint program run by BPF_PROG_TEST_RUN ---
 
-// The header of the walk's map value, as memlog/bpf.ts WALK_HDR lays it out (a test compares them).
+// The header of the walk's map value, as memlog/bpf.ts WALK_HDR lays it out (a test compares them); the lanes
+// follow it, the inodes start at WALK_OUT.
 #define WALK_BUCKET 0
-#define WALK_SKIP 4
 #define WALK_COUNT 8
 #define WALK_DONE 12
-#define WALK_RESTARTS 28
-#define WALK_BUCKETS 32
-#define WALK_FAULTS 36
-#define WALK_OUT 64
+#define WALK_STEPS 16
+#define WALK_RESTARTS 20
+#define WALK_BUCKETS 24
+#define WALK_FAULTS 28
+#define WALK_PORTS 256
+#define WALK_OUT (256 + 8192)
 // Largest map value accepted (header + inodes of one run).
 #define WALK_MAX_VALUE (16 << 20)
-// One walk of a table of 2^32 buckets would take this many runs at one bucket per run: a run that makes no
-// progress is an error long before that.
-#define WALK_MAX_RUNS (1u << 24)
+// Runs of one walk at most (16 G steps): a walk that is not done by then is an error, as is a run with no step.
+#define WALK_MAX_RUNS (1u << 20)
 
 typedef struct {
   int prog, map;
@@ -454,22 +455,32 @@ static uint32_t hdr32(const walk_t *w, size_t off) {
   return v;
 }
 
-// walkOpen(insns: Uint8Array, valueSize: number) → handle: creates the walk's map (one array value of valueSize
-// bytes, mmapped here) and loads the program with the map as fd_array[0].
+// walkOpen(insns: Uint8Array, valueSize: number, init: Uint8Array) → handle: creates the walk's map (one array
+// value of valueSize bytes, mmapped here), copies `init` (the port map) to its start, and loads the program with
+// the map as fd_array[0].
 static napi_value js_walk_open(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   size_t n = 0;
   const void *insns = argc >= 1 ? get_insns(env, argv[0], &n, "walkOpen") : NULL;
   if (!insns) {
-    if (argc < 1) napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.walkOpen(insns, valueSize)");
+    if (argc < 1) napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.walkOpen(insns, valueSize, init)");
     return NULL;
   }
   uint32_t value_size = 0;
   if (argc < 2 || napi_get_value_uint32(env, argv[1], &value_size) != napi_ok || value_size <= WALK_OUT || value_size > WALK_MAX_VALUE ||
       value_size % 4 != 0) {
-    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.walkOpen: valueSize must be a multiple of 4 above the 64-byte header, at most 16 MiB");
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.walkOpen: valueSize must be a multiple of 4 past the header and port map, at most 16 MiB");
+    return NULL;
+  }
+  bool is_ta = false;
+  napi_typedarray_type tt;
+  size_t init_len = 0;
+  void *init = NULL;
+  if (argc >= 3) napi_is_typedarray(env, argv[2], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, argv[2], &tt, &init_len, &init, NULL, NULL) != napi_ok || tt != napi_uint8_array || init_len > value_size) {
+    napi_throw_type_error(env, "SOCKDIAG_BAD_ARGS", "sockdiag.walkOpen: init must be a Uint8Array no longer than valueSize");
     return NULL;
   }
   walk_t *w = calloc(1, sizeof *w);
@@ -499,6 +510,7 @@ static napi_value js_walk_open(napi_env env, napi_callback_info info) {
     return throw_errno(env, "mmap of the walk's map", err);
   }
   w->mem = mem;
+  if (init_len) memcpy(w->mem, init, init_len);
   int fds[1] = {w->map};
   w->prog = load_prog(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, 0, fds, "memlog_walk", insns, n, NULL, 0);
   if (w->prog < 0) {
@@ -517,12 +529,11 @@ static napi_value js_walk_open(napi_env env, napi_callback_info info) {
 
 // One whole walk: runs the program until it reports the last bucket done, collecting each run's inodes.
 static int walk_run(walk_t *w, inodes_t *out) {
-  memset(w->mem, 0, WALK_OUT);
+  memset(w->mem, 0, WALK_PORTS);  // header and lanes; the port map stays
   w->runs = 0;
   uint32_t cap = (uint32_t)((w->value_size - WALK_OUT) / 4);
   for (;;) {
     if (w->runs >= WALK_MAX_RUNS) return ELOOP;
-    uint32_t bucket = hdr32(w, WALK_BUCKET), skip = hdr32(w, WALK_SKIP);
     union bpf_attr a;
     memset(&a, 0, sizeof a);
     a.test.prog_fd = (uint32_t)w->prog;
@@ -540,8 +551,8 @@ static int walk_run(walk_t *w, inodes_t *out) {
       if (push(out, ino) != 0) return ENOMEM;
     }
     if (done == 1) break;
-    // Each run opens a bucket or reads a socket at least: the cursor must move.
-    if (hdr32(w, WALK_BUCKET) == bucket && hdr32(w, WALK_SKIP) == skip && count == 0) return EPROTO;
+    // Each run opens a bucket or reads a socket at least.
+    if (hdr32(w, WALK_STEPS) == 0) return EPROTO;
   }
   w->restarts = hdr32(w, WALK_RESTARTS);
   w->faults = hdr32(w, WALK_FAULTS);
@@ -616,12 +627,13 @@ static napi_value bpf_constants(napi_env env) {
       {"BPF_PSEUDO_KFUNC_CALL", BPF_PSEUDO_KFUNC_CALL},
       {"BPF_PSEUDO_MAP_IDX_VALUE", BPF_PSEUDO_MAP_IDX_VALUE},
       {"WALK_BUCKET", WALK_BUCKET},
-      {"WALK_SKIP", WALK_SKIP},
       {"WALK_COUNT", WALK_COUNT},
+      {"WALK_STEPS", WALK_STEPS},
       {"WALK_DONE", WALK_DONE},
       {"WALK_RESTARTS", WALK_RESTARTS},
       {"WALK_BUCKETS", WALK_BUCKETS},
       {"WALK_FAULTS", WALK_FAULTS},
+      {"WALK_PORTS", WALK_PORTS},
       {"WALK_OUT", WALK_OUT},
   };
   napi_value o, v;
