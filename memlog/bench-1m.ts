@@ -469,10 +469,11 @@ async function measure(addon: SockDiag): Promise<void> {
   for (const sockets of recordMs > 0 ? recSources : []) {
     const notices: string[] = [];
     const at: number[] = [];
+    const took: number[] = [];
     const intervalMs = 1000;
     const rec1 = startRecorder({
       pid: treeRoot, ports, intervalMs, out: null, sockets,
-      log: (l) => notices.push(l), onRow: () => at.push(performance.now()),
+      log: (l) => notices.push(l), onRow: (_row, ms) => (at.push(performance.now()), took.push(ms)),
     });
     await new Promise((r) => setTimeout(r, recordMs));
     await rec1.stop();
@@ -483,6 +484,8 @@ async function measure(addon: SockDiag): Promise<void> {
     const late = gaps.filter((g) => g > 1.5 * intervalMs).length;
     say(`recorder at --interval 1s for ${recordMs / 1000} s, ${sockets}\t${rec1.rows.length} rows of ${slots} slots, conns ${Math.min(...conns1)}-${Math.max(...conns1)}\t` +
       `gaps between rows ${gaps.length ? fmt(gaps) : '-'}, ${late} over 1.5 s (a slot skipped); notices: ${notices.length ? notices.join(' | ') : 'none'}`);
+    // The first sample (taken by startRecorder, before the grid) lists and reads every fd: it is the cold one.
+    say(`  its samples, in order (ms; the first is the cold one)\t${took.map((ms) => Math.round(ms)).join(' ')}`);
   }
   say(`# after: load ${loadavg()}, MemAvailable ${memAvailMB()} MB`);
 }

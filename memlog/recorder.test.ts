@@ -208,8 +208,13 @@ test('auto: the fastest source that works, and the notice and the header say why
   const { waitFor, child } = startServer('leaf', `${tag}-auto`);
   await waitFor((m) => m.port !== undefined, 'listening');
   const file = join(dir, 'auto.log');
-  const rec = startRecorder({ pid: child.pid!, intervalMs: 60_000, out: file, log: (l) => notices.push(l) });
+  const took: number[] = [];
+  const t0 = performance.now();
+  const rec = startRecorder({ pid: child.pid!, intervalMs: 60_000, out: file, log: (l) => notices.push(l), onRow: (_row, ms) => took.push(ms) });
   recorders.push(rec);
+  // onRow gets each sample's duration: the first sample is taken inside startRecorder.
+  assert.equal(took.length, 1);
+  assert.ok(took[0]! > 0 && took[0]! <= performance.now() - t0, `${took[0]} ms`);
   const best = SOURCES[SOURCES.length - 1]!;
   assert.equal(rec.sockets, best);
   if (best === 'bpf') {

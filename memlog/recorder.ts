@@ -35,8 +35,8 @@ export interface RecorderOptions {
   out?: string | Writable | null;
   /** Also copy everything written (header, comments, rows) to this stream, like `tee` copies to stdout. */
   echo?: Writable;
-  /** Called with every row after it is written. */
-  onRow?: (row: LogRow) => void;
+  /** Called with every row after it is written, and how long its sample took (ms, process to row). */
+  onRow?: (row: LogRow, ms: number) => void;
   /** Progress and notices (default: none). */
   log?: (line: string) => void;
   /** IANA zone for the date column (default: the local zone, like date(1)). */
@@ -183,6 +183,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
 
   const sample = (): LogRow | null => {
     if (stopped) return null;
+    const began = performance.now();
     const now = new Date();
     const root = readStat(pid);
     if (isGone(root) || root!.startTime !== rootStat!.startTime) {
@@ -251,7 +252,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     };
     write(encodeRow(row));
     rows.push(row);
-    options.onRow?.(row);
+    options.onRow?.(row, performance.now() - began);
     return row;
   };
 
