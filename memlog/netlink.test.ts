@@ -9,7 +9,7 @@ import {
 import { InodeTable, SocketOwnership, fsFdReader, FLAG_ESTABLISHED, FLAG_PRESENT, type FdReader } from './tcptable.js';
 import { readStat } from './proc.js';
 import { readFileSync, statSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -374,6 +374,35 @@ test('bpf (table walk, and the iterator both ways) and netlink report the same i
     const want = netlinkInodes(ports);
     assert.equal(want.length, 35 - 7);
     assert.deepEqual(bpfInodes(ports, via), want, `${via}: after closes`);
+  }
+});
+
+test('bpf: sockets of another network namespace that shares this hash table are not counted', { timeout: 20_000 }, async () => {
+  if (bpfWhy) {
+    assert.ok(!root || !addon.addon, bpfWhy);
+    return;
+  }
+  // A child namespace made here shares the host's established table unless tcp_child_ehash_entries is set; the
+  // child says which (a negative tcp_ehash_entries: shared) so the case is known to be the shared one.
+  const script = `const net = require('net'); const fs = require('fs');
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = s.address().port; let n = 0;
+      for (let i = 0; i < 12; i++) net.connect(port, '127.0.0.1').on('connect', () => { if (++n === 12) console.log(JSON.stringify({ port, ehash: Number(fs.readFileSync('/proc/sys/net/ipv4/tcp_ehash_entries', 'utf8')) })); });
+    });
+    setTimeout(() => process.exit(0), 15000);`;
+  const child = spawn('unshare', ['--net', '--', 'sh', '-c', `ip link set lo up && exec "$0" -e "$1"`, process.execPath, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout!.once('data', (d: Buffer) => resolve(d.toString()));
+      child.once('exit', (code) => reject(new Error(`the namespace child exited (${code})`)));
+    });
+    const { port, ehash } = JSON.parse(line) as { port: number; ehash: number };
+    assert.ok(ehash < 0, `the child has its own table (tcp_ehash_entries ${ehash}); this test needs tcp_child_ehash_entries = 0 on the host`);
+    // 12 established connections on `port` (both ends: 24 sockets) are in the same table, in another namespace.
+    for (const method of ['walk', 'iter'] as const) assert.equal(keep(new BpfSource(addon.addon!, [port], { method })).read().length, 0, method);
+    assert.equal(addon.addon!.dump(AF_INET, TCPF_ESTABLISHED, portFilter([port])).length, 0);
+  } finally {
+    child.kill('SIGKILL');
   }
 });
 
