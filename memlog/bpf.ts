@@ -1,12 +1,14 @@
-// The eBPF TCP socket iterator's program, assembled here as raw instructions (no clang, no libbpf).
+// memlog's two eBPF programs, assembled here as raw instructions (no clang, no libbpf): the bpf_iter "tcp" program
+// below, and the table walk further down (the default where the kernel allows it; see "The table walk").
 //
 // Why: a NETLINK_SOCK_DIAG dump fills a ~100-byte inet_diag record per matching socket (its addresses, timers,
 // queues, uid, inode, cgroup...), ~0.68 µs each; at a million connections that alone is ~0.8 s of a sample. A
 // bpf_iter "tcp" program runs inside the kernel's own walk of the TCP hash tables (listening and established, IPv4
 // and IPv6 in one pass, the netns of the process that opens the iterator), sees each socket as a `struct
 // sock_common *`, and writes only what memlog needs: the 4-byte inode of each ESTABLISHED socket on a watched port.
+// (Measured, the kernel's own work per socket before the program runs cost as much as the records it saves.)
 //
-// The program, per socket (ctx is `struct bpf_iter__tcp { meta; sk_common; uid }`):
+// The iterator's program, per socket (ctx is `struct bpf_iter__tcp { meta; sk_common; uid }`):
 //
 //   skc = ctx->sk_common;            NULL once, at the end of the walk
 //   if (!skc || skc->skc_state != TCP_ESTABLISHED) return 0;

@@ -1,5 +1,5 @@
-// Where memlog's socket table comes from: an eBPF TCP socket iterator (fastest; root), the kernel's sock_diag netlink
-// dump (fast), or /proc/net/tcp text (anywhere).
+// Where memlog's socket table comes from: eBPF (fastest; root), the kernel's sock_diag netlink dump (fast), or
+// /proc/net/tcp text (anywhere).
 //
 // Counting a tree's connections needs the set of ESTABLISHED socket inodes on the watched local ports. Reading
 // /proc/net/tcp makes the kernel print ~150 bytes for every TCP socket of the host, ours or not (~2 µs a line: with a
@@ -7,8 +7,9 @@
 // filter program inside the kernel and returns only the matching sockets as binary records. Node cannot open a
 // netlink socket, so the dump itself is in a small C addon (memlog/native/sockdiag.c, built by `npm run build`, which
 // also lists and reads fd links without a string per fd); the filter program is built here, in TypeScript, where it
-// is table-tested. Faster still, for root: a bpf_iter "tcp" program (assembled in bpf.ts from the kernel's BTF, loaded
-// by the same addon) writes just the inode of each matching socket, with no inet_diag record per socket. `auto`
+// is table-tested. Faster still, for root: an eBPF program (assembled in bpf.ts from the kernel's BTF, loaded by the
+// same addon) walks the established table itself and writes just the inode of each matching socket, with no
+// inet_diag record and no lock per socket (or, on older kernels, a bpf_iter "tcp" program does). `auto`
 // takes bpf when it loads, else netlink, else /proc (no addon, not Linux, C1M_NO_NATIVE=1, or the watched process
 // in another network namespace: both kernel interfaces see only memlog's own), and says why in the log's header.
 
