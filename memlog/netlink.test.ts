@@ -267,7 +267,7 @@ test('openSocketSource: proc on request; auto takes bpf, else netlink, else proc
   };
   assert.deepEqual(open('proc'), { name: 'proc', note: '' });
   if (!addon.addon) {
-    assert.deepEqual(open('auto'), { name: 'proc', note: `no bpf iterator or netlink: ${addon.reason}` });
+    assert.deepEqual(open('auto'), { name: 'proc', note: `no bpf or netlink: ${addon.reason}` });
     assert.throws(() => open('netlink'), (e: unknown) => e instanceof SocketSourceError && e.code === 'C1M_MEMLOG_NO_NETLINK' && /--sockets netlink: C1M_NO_NATIVE=1/.test(e.message));
     assert.throws(() => open('bpf'), { code: 'C1M_MEMLOG_NO_BPF', message: '--sockets bpf: C1M_NO_NATIVE=1' });
     return;
@@ -280,12 +280,12 @@ test('openSocketSource: proc on request; auto takes bpf, else netlink, else proc
     // Not root: the kernel refuses the program; auto says so and takes netlink, bpf refuses with the whole error.
     const auto = open('auto');
     assert.equal(auto.name, 'netlink');
-    assert.match(auto.note, /^no bpf iterator: sockdiag: BPF_PROG_LOAD .*Operation not permitted.*needs root, or CAP_BPF and CAP_PERFMON/);
+    assert.match(auto.note, /^no bpf: sockdiag: BPF_PROG_LOAD .*Operation not permitted.*needs root, or CAP_BPF and CAP_PERFMON/);
     assert.throws(() => open('bpf'), { code: 'C1M_MEMLOG_NO_BPF', message: /^--sockets bpf: sockdiag: BPF_PROG_LOAD/ });
   }
   // A pid that does not exist has no readable network namespace: auto falls back to proc, bpf and netlink refuse.
   const gone = 2 ** 22 + 7;
-  assert.match(open('auto', gone).note, /^no bpf iterator or netlink: cannot read \/proc\/\d+\/ns\/net/);
+  assert.match(open('auto', gone).note, /^no bpf or netlink: cannot read \/proc\/\d+\/ns\/net/);
   assert.throws(() => open('netlink', gone), { code: 'C1M_MEMLOG_NO_NETLINK' });
   assert.throws(() => open('bpf', gone), { code: 'C1M_MEMLOG_NO_BPF', message: /cannot read \/proc\/\d+\/ns\/net/ });
 });
@@ -308,7 +308,7 @@ test('as an unprivileged user, auto falls back to netlink and says the kernel re
   const got = JSON.parse(r.stdout) as { uid: number; name: string; note: string; bpf: string };
   assert.equal(got.uid, 65534);
   assert.equal(got.name, 'netlink');
-  assert.match(got.note, /^no bpf iterator: sockdiag: BPF_PROG_LOAD \(tracing, iter\/tcp\): Operation not permitted.*needs root, or CAP_BPF and CAP_PERFMON/);
+  assert.match(got.note, /^no bpf: sockdiag: BPF_PROG_LOAD \(tracing, iter\/tcp\): Operation not permitted.*needs root, or CAP_BPF and CAP_PERFMON/);
   assert.match(got.bpf, /^C1M_MEMLOG_NO_BPF: --sockets bpf: sockdiag: BPF_PROG_LOAD .*Operation not permitted/);
 });
 

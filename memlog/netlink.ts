@@ -367,7 +367,7 @@ function tryBpf(addon: SockDiag, ports: readonly number[]): { source: BpfSource;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     let full = e.message;
-    if (e.code === 'SOCKDIAG_ERRNO_1') full += ' (loading a bpf iterator needs root, or CAP_BPF and CAP_PERFMON)';
+    if (e.code === 'SOCKDIAG_ERRNO_1') full += ' (loading eBPF programs needs root, or CAP_BPF and CAP_PERFMON)';
     const first = full.split('\n')[0]!;
     return { source: null, why: first.length > 300 ? `${first.slice(0, 300)}...` : first, full };
   }
@@ -392,11 +392,11 @@ export function openSocketSource(mode: SocketsMode, pid: number, ports: readonly
       const bpf = tryBpf(addon, ports);
       if (bpf.source) return { source: bpf.source, note: bpf.source.walkWhy ? `the bpf iterator, not the table walk: ${bpf.source.walkWhy}` : '' };
       if (mode === 'bpf') throw new SocketSourceError('C1M_MEMLOG_NO_BPF', `--sockets bpf: ${bpf.full}`);
-      return { source: new NetlinkSource(addon, ports), note: `no bpf iterator: ${bpf.why}` };
+      return { source: new NetlinkSource(addon, ports), note: `no bpf: ${bpf.why}` };
     }
     why = theirs === null ? `cannot read /proc/${pid}/ns/net` : `pid ${pid} is in another network namespace (${theirs}, memlog is in ${mine})`;
   }
   if (mode === 'bpf') throw new SocketSourceError('C1M_MEMLOG_NO_BPF', `--sockets bpf: ${why}`);
   if (mode === 'netlink') throw new SocketSourceError('C1M_MEMLOG_NO_NETLINK', `--sockets netlink: ${why}`);
-  return { source: new ProcSource(pid, ports), note: `no bpf iterator or netlink: ${why}` };
+  return { source: new ProcSource(pid, ports), note: `no bpf or netlink: ${why}` };
 }

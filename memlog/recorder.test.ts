@@ -221,7 +221,7 @@ test('auto: the fastest source that works, and the notice and the header say why
     assert.deepEqual([rec.socketsNote, notices], ['', []]);
     assert.match(headerOf(file), / sockets=bpf host=/);
   } else {
-    assert.match(rec.socketsNote, /^no bpf iterator/);
+    assert.match(rec.socketsNote, best === 'netlink' ? /^no bpf: / : /^no bpf or netlink: /);
     assert.deepEqual(notices, [`memlog: counting connections from ${best === 'netlink' ? 'the netlink sock_diag dump' : '/proc/net/tcp, slower at scale'} (${rec.socketsNote})`]);
     assert.ok(headerOf(file).includes(` sockets=${best} (${rec.socketsNote}) host=`));
   }
@@ -247,8 +247,8 @@ test('auto: the fastest source that works, and the notice and the header say why
   assert.equal(far.sockets, 'proc');
   const { reason } = loadSockDiag();
   // Without the addon that is the reason given; with it, the namespace.
-  if (reason) assert.equal(far.socketsNote, `no bpf iterator or netlink: ${reason}`);
-  else assert.match(far.socketsNote, new RegExp(`^no bpf iterator or netlink: pid ${other.pid} is in another network namespace \\(net:\\[\\d+\\], memlog is in net:\\[\\d+\\]\\)$`));
+  if (reason) assert.equal(far.socketsNote, `no bpf or netlink: ${reason}`);
+  else assert.match(far.socketsNote, new RegExp(`^no bpf or netlink: pid ${other.pid} is in another network namespace \\(net:\\[\\d+\\], memlog is in net:\\[\\d+\\]\\)$`));
   assert.deepEqual(notices, [`memlog: counting connections from /proc/net/tcp, slower at scale (${far.socketsNote})`]);
   assert.ok(headerOf(file2).includes(` sockets=proc (${far.socketsNote}) host=`));
   assert.throws(() => startRecorder({ pid: other.pid!, out: null, sockets: 'bpf' }), { code: 'C1M_MEMLOG_UNSUPPORTED', message: reason ? `--sockets bpf: ${reason}` : /^--sockets bpf: pid \d+ is in another network namespace/ });
