@@ -11,8 +11,9 @@
 // connections, spread over enough destination addresses that no source/destination pair runs short of ephemeral
 // ports. Every process stays under the 20,000 open-files limit. Then a measuring process times, on the real kernel
 // tables: the netlink dump (walk only, and walk + fill, through a filter program and through the port in the
-// request header), the /proc text scan, fd → inode ownership (cold and warm), whole recorder samples, and a
-// recorder at a 1 s interval for --record. Prints tables; ends every process it started (by pid) and stops by
+// request header), the bpf TCP iterator (walk only, and walk + an inode written per match, by two ways to the
+// inode), the /proc text scan, fd → inode ownership (cold and warm), whole recorder samples with netlink and with
+// bpf, and a recorder at a 1 s interval for --record with each. Prints tables; ends every process it started (by pid) and stops by
 // itself within 15 min.
 //
 // Placement. By default everything is on loopback in the host's network namespace, so the host's TCP hash table
@@ -38,7 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration, parseIntFlag, parsePortList } from '../lib/flags.js';
 import { InodeTable, SocketOwnership, FLAG_COUNTED } from './tcptable.js';
-import { AF_INET, TCPF_ESTABLISHED, loadSockDiag, NetlinkSource, ProcSource, nativeFdReader, portFilter, type SockDiag } from './netlink.js';
+import { AF_INET, TCPF_ESTABLISHED, loadSockDiag, BpfSource, NetlinkSource, ProcSource, kernelLayout, nativeFdReader, portFilter, type SockDiag, type SourceName } from './netlink.js';
 import { processTree, readStat, readPssKb } from './proc.js';
 import { startRecorder } from './recorder.js';
 import { timeIt, formatTimes } from './timing.js';
@@ -373,8 +374,39 @@ async function measure(addon: SockDiag): Promise<void> {
     [`dump walk + fill: filter program, the watched port${single ? '' : 's'}`, est(portFilter(ports))],
   ];
   if (single) steps.push([`dump walk + fill: port ${ports[0]} in the request header, no program`, est(null, ports[0])]);
+  // The bpf iterator, both families in one walk: a port nobody uses times the walk with the program run on every
+  // socket (state test, and the port tree for established ones); the watched ports add the cast to tcp_sock, the
+  // inode load and a 4-byte write per match. Two ways to the inode: sk->sk_ino, and sk_socket->file->f_inode.
+  const bpfSources: BpfSource[] = [];
+  const bpfRow = (label: string, src: BpfSource): void => {
+    bpfSources.push(src);
+    steps.push([label, () => src.read().length]);
+  };
+  let bpfWhy = '';
+  try {
+    for (const via of ['sk_ino', 'socket'] as const) {
+      const iterLayout = kernelLayout(via);
+      if (via === 'sk_ino') bpfRow(`bpf iterator walk only: port ${unused} (nobody's), IPv4+IPv6`, new BpfSource(addon, [unused], { method: 'iter', iterLayout }));
+      bpfRow(`bpf iterator walk + write: the watched port${single ? '' : 's'}, inode from ${via === 'sk_ino' ? 'sk->sk_ino' : 'sk_socket->file->f_inode->i_ino'}`,
+        new BpfSource(addon, ports, { method: 'iter', iterLayout }));
+    }
+  } catch (err) {
+    bpfWhy = (err as Error).message.split('\n')[0]!;
+    say(`# no bpf iterator rows: ${bpfWhy}`);
+  }
+  // The table walk (bpf.ts "The table walk"): the same answer without the iterator's per-socket locking.
+  let walked: BpfSource | null = null;
+  try {
+    bpfRow(`bpf table walk only: port ${unused} (nobody's)`, new BpfSource(addon, [unused], { method: 'walk' }));
+    walked = new BpfSource(addon, ports, { method: 'walk' });
+    bpfRow(`bpf table walk + write: the watched port${single ? '' : 's'}`, walked);
+  } catch (err) {
+    say(`# no bpf table walk rows: ${(err as Error).message.split('\n')[0]!}`);
+  }
   const timed = timeTurns(runs, steps.map(([, fn]) => fn));
   steps.forEach(([label], i) => say(`${label}\t${timed[i]!.result}\t${fmt(timed[i]!.ms)}`));
+  if (walked) say(`# the table walk's last pass: ${JSON.stringify(walked.stats())}`);
+  for (const src of bpfSources) src.close();
 
   const table = new InodeTable(1 << 22);
   const nl = timeIt(runs, () => {
@@ -382,6 +414,15 @@ async function measure(addon: SockDiag): Promise<void> {
     return source.fill(table);
   });
   say(`memlog's netlink source (filter program, table cleared; the IPv6 listener check included)\t${nl.result}\t${fmt(nl.ms)}`);
+  if (!bpfWhy) {
+    const bpf = new BpfSource(addon, ports);
+    const b = timeIt(runs, () => {
+      table.clear();
+      return bpf.fill(table);
+    });
+    bpf.close();
+    say(`memlog's bpf source (${bpf.method === 'walk' ? 'table walk' : 'iterator'}, table cleared)\t${b.result}\t${fmt(b.ms)}`);
+  }
   if (procRuns > 0) {
     const procTable = new InodeTable(1 << 22);
     const proc = new ProcSource(treeRoot, ports);
@@ -417,18 +458,22 @@ async function measure(addon: SockDiag): Promise<void> {
   say(`process tree walk (/proc children files)\t${walk.result} processes\t${fmt(walk.ms)}`);
   const pss = timeIt(runs, () => treePids.reduce((n, pid) => n + (readPssKb(pid) ?? 0), 0));
   say(`PSS of every tree process (smaps_rollup)\t${Math.round(pss.result / 1024)} MB\t${fmt(pss.ms)}`);
-  const rec = startRecorder({ pid: treeRoot, ports, intervalMs: 3_600_000, out: null, sockets: 'netlink' });
-  const whole = timeIt(runs, () => rec.sampleNow()!.conns);
-  say(`whole recorder sample, netlink (stat, PSS of ${treePids.length} processes, tree, sockstat, connections)\t${whole.result}\t${fmt(whole.ms)}`);
-  await rec.stop();
+  const recSources: SourceName[] = bpfWhy ? ['netlink'] : ['netlink', 'bpf'];
+  for (const sockets of recSources) {
+    const rec = startRecorder({ pid: treeRoot, ports, intervalMs: 3_600_000, out: null, sockets });
+    const whole = timeIt(runs, () => rec.sampleNow()!.conns);
+    say(`whole recorder sample, ${sockets} (stat, PSS of ${treePids.length} processes, tree, sockstat, connections)\t${whole.result}\t${fmt(whole.ms)}`);
+    await rec.stop();
+  }
 
-  if (recordMs > 0) {
+  for (const sockets of recordMs > 0 ? recSources : []) {
     const notices: string[] = [];
     const at: number[] = [];
+    const took: number[] = [];
     const intervalMs = 1000;
     const rec1 = startRecorder({
-      pid: treeRoot, ports, intervalMs, out: null, sockets: 'netlink',
-      log: (l) => notices.push(l), onRow: () => at.push(performance.now()),
+      pid: treeRoot, ports, intervalMs, out: null, sockets,
+      log: (l) => notices.push(l), onRow: (_row, ms) => (at.push(performance.now()), took.push(ms)),
     });
     await new Promise((r) => setTimeout(r, recordMs));
     await rec1.stop();
@@ -437,8 +482,10 @@ async function measure(addon: SockDiag): Promise<void> {
     // The first sample is taken at once, then one per slot of the grid: recordMs / interval more.
     const slots = Math.floor(recordMs / intervalMs) + 1;
     const late = gaps.filter((g) => g > 1.5 * intervalMs).length;
-    say(`recorder at --interval 1s for ${recordMs / 1000} s, netlink\t${rec1.rows.length} rows of ${slots} slots, conns ${Math.min(...conns1)}-${Math.max(...conns1)}\t` +
+    say(`recorder at --interval 1s for ${recordMs / 1000} s, ${sockets}\t${rec1.rows.length} rows of ${slots} slots, conns ${Math.min(...conns1)}-${Math.max(...conns1)}\t` +
       `gaps between rows ${gaps.length ? fmt(gaps) : '-'}, ${late} over 1.5 s (a slot skipped); notices: ${notices.length ? notices.join(' | ') : 'none'}`);
+    // The first sample (taken by startRecorder, before the grid) lists and reads every fd: it is the cold one.
+    say(`  its samples, in order (ms; the first is the cold one)\t${took.map((ms) => Math.round(ms)).join(' ')}`);
   }
   say(`# after: load ${loadavg()}, MemAvailable ${memAvailMB()} MB`);
 }

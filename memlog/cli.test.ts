@@ -34,7 +34,7 @@ test('bad flags: one line naming the flag and the allowed range, exit 2', () => 
     [['record', '--pid', '1', '--port', '8000-70000'], /^memlog: --port: 70000 is out of range \(allowed: 1 to 65535\)\n$/],
     [['record', '--pid', '1', '--pgrep', 'x'], /exactly one of --pid PID and --pgrep PATTERN/],
     [['record', '--pid', '1', '--tree', '--no-tree'], /--tree and --no-tree: choose one/],
-    [['record', '--pid', '1', '--sockets', 'ss'], /^memlog: --sockets: 'ss' is not one of auto, netlink, proc\n$/],
+    [['record', '--pid', '1', '--sockets', 'ss'], /^memlog: --sockets: 'ss' is not one of auto, bpf, netlink, proc\n$/],
     [['record', '--pid', '1', '--frobnicate'], /^memlog: Unknown option '--frobnicate' \(see memlog --help\)\n$/],
     [['plot', SEED, '--width', '5'], /^memlog: --width: 5 is out of range \(allowed: 20 to 400\)\n$/],
     [['plot', SEED, '--out', 'x.jpg'], /--out: 'x\.jpg' must be a \.png path/],

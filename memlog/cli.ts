@@ -14,7 +14,7 @@ const HELP = `memlog: sample a server's memory and connections over time, summar
 
 usage:
   memlog record (--pid PID | --pgrep PATTERN) [--port 8000] [--interval 60s] [--tree | --no-tree]
-                [--sockets auto|netlink|proc] [-o FILE|-] [--duration D] [--quiet]
+                [--sockets auto|bpf|netlink|proc] [-o FILE|-] [--duration D] [--quiet]
   memlog summary LOG|- [--json]
   memlog plot LOG|- [--out plots/<log name>.png] [--svg] [--title TEXT] [--subtitle TEXT]
                 [--width 72] [--no-ascii]
@@ -28,9 +28,11 @@ record   every interval, one tab-separated line: date, unix time, RSS KB, establ
   --port LIST        local ports whose established connections count: 8000, 8000,8001 or 8000-8003 (default 8000)
   --interval D       time between samples, ${RECORDER_LIMITS.minIntervalMs}ms to 1h (default 60s); e.g. 1s, 500ms, 5m
   --tree / --no-tree sum all descendants (server workers) into the tree columns (default --tree)
-  --sockets MODE     where the socket table comes from: netlink (the kernel's sock_diag dump, filtered in the
-                     kernel; needs the addon built by npm run build), proc (/proc/net/tcp text, slow at 100k+
-                     connections), auto = netlink when available, else proc with a notice (default auto)
+  --sockets MODE     where the socket table comes from: bpf (an eBPF TCP socket iterator that returns only the
+                     matching sockets' inodes; root, kernel BTF, the addon built by npm run build), netlink (the
+                     kernel's sock_diag dump, filtered in the kernel; the addon), proc (/proc/net/tcp text, slow at
+                     100k+ connections), auto = the first of bpf, netlink, proc that works, with a notice saying
+                     why the faster ones were not (default auto)
   -o, --output FILE  append to FILE like 'tee -a' (header only if new or empty) and copy to stdout; '-' = stdout
                      only (default -)
   --duration D       stop after D (default: until the process exits or Ctrl-C)
@@ -115,7 +117,7 @@ async function record(args: string[]): Promise<void> {
   const intervalMs = parseDuration('--interval', values.interval!, RECORDER_LIMITS.minIntervalMs, RECORDER_LIMITS.maxIntervalMs);
   const durationMs = values.duration === undefined ? undefined : parseDuration('--duration', values.duration, 1, 30 * 24 * 3_600_000);
   const sockets = values.sockets!;
-  if (sockets !== 'auto' && sockets !== 'netlink' && sockets !== 'proc') throw new UsageError(`--sockets: '${sockets}' is not one of auto, netlink, proc`);
+  if (sockets !== 'auto' && sockets !== 'bpf' && sockets !== 'netlink' && sockets !== 'proc') throw new UsageError(`--sockets: '${sockets}' is not one of auto, bpf, netlink, proc`);
   const out = values.output!;
   const recorder = startRecorder({
     ...(pid !== undefined ? { pid } : { pgrep: values.pgrep! }),

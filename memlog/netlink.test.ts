@@ -3,12 +3,14 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import {
-  portRanges, portFilter, loadSockDiag, NetlinkSource, ProcSource, openSocketSource, SocketSourceError, nativeFdReader,
+  portRanges, portFilter, loadSockDiag, BpfSource, NetlinkSource, ProcSource, openSocketSource, SocketSourceError, nativeFdReader, kernelLayout,
   AF_INET, AF_INET6, BC_JMP, BC_S_EQ, BC_S_GE, BC_S_LE, TCPF_ESTABLISHED, TCPF_LISTEN, type SocketSource,
 } from './netlink.js';
 import { InodeTable, SocketOwnership, fsFdReader, FLAG_ESTABLISHED, FLAG_PRESENT, type FdReader } from './tcptable.js';
 import { readStat } from './proc.js';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 /**
  * The kernel's two passes over a filter program, transcribed from net/ipv4/inet_diag.c: inet_diag_bc_audit (run
@@ -139,8 +141,36 @@ async function serve(n: number, host = '127.0.0.1'): Promise<{ port: number; acc
 }
 
 const addon = loadSockDiag();
+const root = process.getuid?.() === 0;
+/** Why the bpf iterator cannot be had here ('' when it loads): root with the addon built must get it. */
+const bpfWhy = ((): string => {
+  if (!addon.addon) return addon.reason;
+  try {
+    new BpfSource(addon.addon, [1]).close();
+    return '';
+  } catch (err) {
+    return (err as Error).message;
+  }
+})();
+// Every source made by a test is closed at the end (a bpf source holds a link fd).
+const made: SocketSource[] = [];
+after(() => made.forEach((s) => s.close()));
+const keep = <S extends SocketSource>(s: S): S => (made.push(s), s);
 const sources: [string, (ports: number[]) => SocketSource][] = [['proc', (ports) => new ProcSource('self', ports)]];
 if (addon.addon) sources.push(['netlink', (ports) => new NetlinkSource(addon.addon!, ports)]);
+if (!bpfWhy) {
+  sources.push(['bpf (table walk)', (ports) => keep(new BpfSource(addon.addon!, ports, { method: 'walk' }))]);
+  sources.push(['bpf (iterator)', (ports) => keep(new BpfSource(addon.addon!, ports, { method: 'iter' }))]);
+}
+
+test('the bpf iterator loads here as root; without root (or the addon) the reason is the kernel refusing (or the build)', () => {
+  if (!addon.addon) {
+    assert.equal(bpfWhy, 'C1M_NO_NATIVE=1');
+    return;
+  }
+  if (root) assert.equal(bpfWhy, '');
+  else assert.match(bpfWhy, /BPF_PROG_LOAD \(tracing, iter\/tcp\): Operation not permitted/);
+});
 
 test('the netlink addon is built and loads (C1M_NO_NATIVE=1 runs the suite without it)', () => {
   if (process.env.C1M_NO_NATIVE === '1') {
@@ -229,23 +259,182 @@ test('the addon rejects bad arguments with typed errors; the kernel rejects a ma
   assert.throws(() => dump(AF_INET, 2, new Uint8Array([BC_S_EQ, 64, 8, 0, 0, 0, 0x40, 0x1f])), { code: 'SOCKDIAG_ERRNO_22', message: /Invalid argument/ });
 });
 
-test('openSocketSource: proc on request, netlink in auto mode when built, and a clear error when netlink cannot be had', () => {
-  assert.equal(openSocketSource('proc', process.pid, [8000]).source.name, 'proc');
-  const auto = openSocketSource('auto', process.pid, [8000]);
-  if (addon.addon) {
-    assert.deepEqual([auto.source.name, auto.note], ['netlink', '']);
-    assert.equal(openSocketSource('netlink', process.pid, [8000]).source.name, 'netlink');
-  } else {
-    assert.deepEqual([auto.source.name, auto.note], ['proc', addon.reason]);
-    assert.throws(() => openSocketSource('netlink', process.pid, [8000]), (e: unknown) => e instanceof SocketSourceError && /--sockets netlink: C1M_NO_NATIVE=1/.test(e.message));
+test('openSocketSource: proc on request; auto takes bpf, else netlink, else proc, and says why; bpf and netlink refuse clearly', () => {
+  const open = (mode: Parameters<typeof openSocketSource>[0], pid = process.pid): { name: string; note: string } => {
+    const { source, note } = openSocketSource(mode, pid, [8000]);
+    keep(source);
+    return { name: source.name, note };
+  };
+  assert.deepEqual(open('proc'), { name: 'proc', note: '' });
+  if (!addon.addon) {
+    assert.deepEqual(open('auto'), { name: 'proc', note: `no bpf or netlink: ${addon.reason}` });
+    assert.throws(() => open('netlink'), (e: unknown) => e instanceof SocketSourceError && e.code === 'C1M_MEMLOG_NO_NETLINK' && /--sockets netlink: C1M_NO_NATIVE=1/.test(e.message));
+    assert.throws(() => open('bpf'), { code: 'C1M_MEMLOG_NO_BPF', message: '--sockets bpf: C1M_NO_NATIVE=1' });
+    return;
   }
-  // A pid that does not exist has no readable network namespace: auto falls back, netlink refuses.
+  assert.deepEqual(open('netlink'), { name: 'netlink', note: '' });
+  if (!bpfWhy) {
+    assert.deepEqual(open('auto'), { name: 'bpf', note: '' });
+    assert.deepEqual(open('bpf'), { name: 'bpf', note: '' });
+  } else {
+    // Not root: the kernel refuses the program; auto says so and takes netlink, bpf refuses with the whole error.
+    const auto = open('auto');
+    assert.equal(auto.name, 'netlink');
+    assert.match(auto.note, /^no bpf: sockdiag: BPF_PROG_LOAD .*Operation not permitted.*needs root, or CAP_BPF and CAP_PERFMON/);
+    assert.throws(() => open('bpf'), { code: 'C1M_MEMLOG_NO_BPF', message: /^--sockets bpf: sockdiag: BPF_PROG_LOAD/ });
+  }
+  // A pid that does not exist has no readable network namespace: auto falls back to proc, bpf and netlink refuse.
   const gone = 2 ** 22 + 7;
-  if (addon.addon) {
-    assert.match(openSocketSource('auto', gone, [8000]).note, /cannot read \/proc\/\d+\/ns\/net/);
-    assert.throws(() => openSocketSource('netlink', gone, [8000]), { code: 'C1M_MEMLOG_NO_NETLINK' });
+  assert.match(open('auto', gone).note, /^no bpf or netlink: cannot read \/proc\/\d+\/ns\/net/);
+  assert.throws(() => open('netlink', gone), { code: 'C1M_MEMLOG_NO_NETLINK' });
+  assert.throws(() => open('bpf', gone), { code: 'C1M_MEMLOG_NO_BPF', message: /cannot read \/proc\/\d+\/ns\/net/ });
+});
+
+test('as an unprivileged user, auto falls back to netlink and says the kernel refused the program (run as nobody via setpriv)', { timeout: 20_000 }, () => {
+  if (!root || !addon.addon) {
+    // Not root: this process is the unprivileged case, checked by the test above; nobody to switch to.
+    assert.ok(!root ? bpfWhy !== '' : addon.reason !== '');
+    return;
+  }
+  const netlinkJs = fileURLToPath(new URL('./netlink.js', import.meta.url));
+  const script = `import(${JSON.stringify(netlinkJs)}).then((m) => {
+    const a = m.openSocketSource('auto', process.pid, [8000]);
+    let bpf = '';
+    try { m.openSocketSource('bpf', process.pid, [8000]); } catch (e) { bpf = e.code + ': ' + e.message; }
+    console.log(JSON.stringify({ uid: process.getuid(), name: a.source.name, note: a.note, bpf }));
+  });`;
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout) as { uid: number; name: string; note: string; bpf: string };
+  assert.equal(got.uid, 65534);
+  assert.equal(got.name, 'netlink');
+  assert.match(got.note, /^no bpf: sockdiag: BPF_PROG_LOAD \(tracing, iter\/tcp\): Operation not permitted.*needs root, or CAP_BPF and CAP_PERFMON/);
+  assert.match(got.bpf, /^C1M_MEMLOG_NO_BPF: --sockets bpf: sockdiag: BPF_PROG_LOAD .*Operation not permitted/);
+});
+
+/** Inodes of the sockets /proc/net/tcp{,6} lists with local port `port` in state `st` (hex: '01' ESTABLISHED, '06' TIME_WAIT, '0A' LISTEN). */
+function procSockets(port: number, st: string): number[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const out: number[] = [];
+  for (const f of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
+    for (const line of readFileSync(f, 'latin1').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9 && cols[1]!.endsWith(`:${hexPort}`) && cols[3] === st) out.push(Number(cols[9]));
+    }
+  }
+  return out;
+}
+
+const sorted = (a: Iterable<number>): number[] => Array.from(a).sort((x, y) => x - y);
+
+/** The bpf source's ways to the inodes: its table walk, and the iterator with each way to the inode. */
+type Way = 'walk' | 'sk_ino' | 'socket';
+const WAYS: Way[] = ['walk', 'sk_ino', 'socket'];
+
+test('bpf (table walk, and the iterator both ways) and netlink report the same inodes: IPv4 and IPv6, several ports and ranges, after closes', { timeout: 20_000 }, async () => {
+  if (bpfWhy) {
+    assert.ok(!root || !addon.addon, bpfWhy);
+    return;
+  }
+  const nl = addon.addon!;
+  const netlinkInodes = (ports: number[]): number[] => sorted([AF_INET, AF_INET6].flatMap((f) => Array.from(nl.dump(f, TCPF_ESTABLISHED, portFilter(ports)))));
+  const bpfInodes = (ports: number[], via: Way): number[] =>
+    sorted(keep(via === 'walk' ? new BpfSource(nl, ports, { method: 'walk' }) : new BpfSource(nl, ports, { method: 'iter', iterLayout: kernelLayout(via) })).read());
+  const a = await serve(20);
+  const b = await serve(6, '::1');
+  const c = await serve(9);
+  const lo = Math.min(a.port, b.port, c.port);
+  const hi = Math.max(a.port, b.port, c.port);
+  const sets: [string, number[]][] = [
+    ['one IPv4 port', [a.port]],
+    ['one IPv6 port', [b.port]],
+    ['three ports', [a.port, b.port, c.port]],
+    ['a range covering them', Array.from({ length: hi - lo + 1 }, (_, i) => lo + i)],
+  ];
+  for (const via of WAYS) {
+    for (const [name, ports] of sets) {
+      const want = netlinkInodes(ports);
+      assert.ok(want.length >= (ports.length === 1 ? (ports[0] === b.port ? 6 : 20) : 35), `${name}: netlink found ${want.length}`);
+      assert.deepEqual(bpfInodes(ports, via), want, `${via}: ${name}`);
+    }
+  }
+  // And they are the inodes the server's own fds hold (the ground truth for ownership).
+  const table = new InodeTable();
+  keep(new BpfSource(nl, [a.port, b.port, c.port])).fill(table);
+  const own = new SocketOwnership(nativeFdReader(nl));
+  assert.equal(own.count([{ pid: process.pid, startTime: readStat(process.pid)!.startTime }], table).established, 35);
+
+  // Close some from each side; wait until both ends are gone from ESTABLISHED, then compare again.
+  const closing = [...a.accepted.slice(0, 5), ...b.accepted.slice(0, 2)].map((s) => once(s, 'close'));
+  for (const cl of [...a.clients.slice(0, 3), ...b.clients.slice(0, 2)]) cl.destroy();
+  for (const s of a.accepted.slice(3, 5)) s.destroy();
+  await Promise.all(closing);
+  for (const via of WAYS) {
+    const ports = [a.port, b.port, c.port];
+    const want = netlinkInodes(ports);
+    assert.equal(want.length, 35 - 7);
+    assert.deepEqual(bpfInodes(ports, via), want, `${via}: after closes`);
   }
 });
+
+test('bpf: sockets of another network namespace that shares this hash table are not counted', { timeout: 20_000 }, async () => {
+  if (bpfWhy) {
+    assert.ok(!root || !addon.addon, bpfWhy);
+    return;
+  }
+  // A child namespace made here shares the host's established table unless tcp_child_ehash_entries is set; the
+  // child says which (a negative tcp_ehash_entries: shared) so the case is known to be the shared one.
+  const script = `const net = require('net'); const fs = require('fs');
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = s.address().port; let n = 0;
+      for (let i = 0; i < 12; i++) net.connect(port, '127.0.0.1').on('connect', () => { if (++n === 12) console.log(JSON.stringify({ port, ehash: Number(fs.readFileSync('/proc/sys/net/ipv4/tcp_ehash_entries', 'utf8')) })); });
+    });
+    setTimeout(() => process.exit(0), 15000);`;
+  const child = spawn('unshare', ['--net', '--', 'sh', '-c', `ip link set lo up && exec "$0" -e "$1"`, process.execPath, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout!.once('data', (d: Buffer) => resolve(d.toString()));
+      child.once('exit', (code) => reject(new Error(`the namespace child exited (${code})`)));
+    });
+    const { port, ehash } = JSON.parse(line) as { port: number; ehash: number };
+    assert.ok(ehash < 0, `the child has its own table (tcp_ehash_entries ${ehash}); this test needs tcp_child_ehash_entries = 0 on the host`);
+    // 12 established connections on `port` (both ends: 24 sockets) are in the same table, in another namespace.
+    for (const method of ['walk', 'iter'] as const) assert.equal(keep(new BpfSource(addon.addon!, [port], { method })).read().length, 0, method);
+    assert.equal(addon.addon!.dump(AF_INET, TCPF_ESTABLISHED, portFilter([port])).length, 0);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
+
+for (const [name, make] of sources) {
+  test(`${name}: listening, time-wait and half-closed sockets on the port are not counted as established`, { timeout: 20_000 }, async () => {
+    const s = await serve(8);
+    // Server-side active close of 3: their server ends pass FIN_WAIT to TIME_WAIT once the clients close too.
+    const tw = s.accepted.slice(0, 3);
+    const clientEnded = s.clients.slice(0, 3).map((c) => once(c, 'end'));
+    for (const x of tw) x.end();
+    await Promise.all(clientEnded); // node ends the client's side in turn (allowHalfOpen off)
+    await Promise.all(tw.map((x) => once(x, 'close')));
+    // The kernel lists them as TIME_WAIT on the server's port: the case is real, not assumed.
+    let timeWait = procSockets(s.port, '06').length;
+    for (let i = 0; i < 50 && timeWait < 3; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      timeWait = procSockets(s.port, '06').length;
+    }
+    assert.equal(timeWait, 3);
+    const listener = procSockets(s.port, '0A');
+    assert.equal(listener.length, 1);
+    const established = procSockets(s.port, '01');
+    assert.equal(established.length, 5);
+    const table = new InodeTable();
+    assert.equal(make([s.port]).fill(table), 5);
+    for (const ino of established) assert.equal(table.get(ino), FLAG_PRESENT | FLAG_ESTABLISHED, `inode ${ino}`);
+    // bpf and netlink add only established sockets; proc also adds the listener, present but not established
+    // (and the time-wait ones have no inode: inode 0 is never added).
+    assert.equal(table.get(listener[0]!), name === 'proc' ? FLAG_PRESENT : 0);
+    assert.equal(table.size, name === 'proc' ? 5 + 1 : 5);
+  });
+}
 
 // --- SocketOwnership with each fd reader: same cases. ---
 

@@ -2,14 +2,14 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRecorder, resolvePgrep, RecorderError, type RecorderHandle } from './recorder.js';
 import { parseLog } from './row.js';
 import { readStat, kernelPageSize } from './proc.js';
-import { loadSockDiag } from './netlink.js';
+import { loadSockDiag, openSocketSource, type SourceName } from './netlink.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'memlog-recorder-'));
 const tag = `memlog-test-${process.pid}-${Date.now()}`;
@@ -94,8 +94,18 @@ async function connect(port: number, n: number): Promise<net.Socket[]> {
   return out;
 }
 
-// Every socket source runs the same cases (netlink when the addon is built; netlink.test.ts checks it is in CI).
-const SOURCES = loadSockDiag().addon ? (['proc', 'netlink'] as const) : (['proc'] as const);
+// Every socket source runs the same cases: netlink when the addon is built, bpf when it also loads (root);
+// netlink.test.ts checks that both are there in CI (a root VM) and what the fallback says elsewhere.
+const SOURCES: SourceName[] = ['proc'];
+if (loadSockDiag().addon) {
+  SOURCES.push('netlink');
+  try {
+    openSocketSource('bpf', process.pid, [8000]).source.close();
+    SOURCES.push('bpf');
+  } catch (err) {
+    assert.notEqual(process.getuid?.(), 0, `root must get the bpf source: ${(err as Error).message}`);
+  }
+}
 
 for (const source of SOURCES) {
 test(`${source}: counts the real connections of a child server, sees closes, ignores other processes, stops when it exits`, async () => {
@@ -144,6 +154,7 @@ test(`${source}: counts the real connections of a child server, sees closes, ign
   assert.equal(rec.sampleNow(), null);
 
   const text = readFileSync(out, 'utf8');
+  assert.match(text, new RegExp(`^# memlog record pid=${child.pid} .* sockets=${source} host=`, 'm'));
   assert.equal(text.match(/^# date\tunix\trss_kb\tconns/gm)?.length, 1);
   assert.match(text, new RegExp(`^# .*\\tpid ${child.pid} exited; memlog stopped$`, 'm'));
   assert.deepEqual(parseLog(text).map((r) => r.conns), [40, 25, 35]);
@@ -191,6 +202,59 @@ test(`${source}: sums a tree (a server with its own child), --no-tree watches on
 });
 }
 
+test('auto: the fastest source that works, and the notice and the header say why the faster ones were not taken', { timeout: 20_000 }, async () => {
+  const notices: string[] = [];
+  const headerOf = (file: string): string => readFileSync(file, 'utf8').split('\n').find((l) => l.startsWith('# memlog record'))!;
+  const { waitFor, child } = startServer('leaf', `${tag}-auto`);
+  await waitFor((m) => m.port !== undefined, 'listening');
+  const file = join(dir, 'auto.log');
+  const took: number[] = [];
+  const t0 = performance.now();
+  const rec = startRecorder({ pid: child.pid!, intervalMs: 60_000, out: file, log: (l) => notices.push(l), onRow: (_row, ms) => took.push(ms) });
+  recorders.push(rec);
+  // onRow gets each sample's duration: the first sample is taken inside startRecorder.
+  assert.equal(took.length, 1);
+  assert.ok(took[0]! > 0 && took[0]! <= performance.now() - t0, `${took[0]} ms`);
+  const best = SOURCES[SOURCES.length - 1]!;
+  assert.equal(rec.sockets, best);
+  if (best === 'bpf') {
+    assert.deepEqual([rec.socketsNote, notices], ['', []]);
+    assert.match(headerOf(file), / sockets=bpf host=/);
+  } else {
+    assert.match(rec.socketsNote, best === 'netlink' ? /^no bpf: / : /^no bpf or netlink: /);
+    assert.deepEqual(notices, [`memlog: counting connections from ${best === 'netlink' ? 'the netlink sock_diag dump' : '/proc/net/tcp, slower at scale'} (${rec.socketsNote})`]);
+    assert.ok(headerOf(file).includes(` sockets=${best} (${rec.socketsNote}) host=`));
+  }
+  await rec.stop();
+  if (process.getuid?.() !== 0) return;
+  // As root: a process in another network namespace (unshare --net) is out of both kernel interfaces' reach.
+  const other = spawn('unshare', ['--net', '--', process.execPath, '-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
+  children.push(other);
+  await new Promise((r) => other.once('spawn', r));
+  let ns = '';
+  for (let i = 0; i < 100 && (ns === '' || ns === readlinkSync('/proc/self/ns/net')); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    try {
+      ns = readlinkSync(`/proc/${other.pid}/ns/net`);
+    } catch {
+      ns = '';
+    }
+  }
+  notices.length = 0;
+  const file2 = join(dir, 'auto-netns.log');
+  const far = startRecorder({ pid: other.pid!, intervalMs: 60_000, out: file2, log: (l) => notices.push(l) });
+  recorders.push(far);
+  assert.equal(far.sockets, 'proc');
+  const { reason } = loadSockDiag();
+  // Without the addon that is the reason given; with it, the namespace.
+  if (reason) assert.equal(far.socketsNote, `no bpf or netlink: ${reason}`);
+  else assert.match(far.socketsNote, new RegExp(`^no bpf or netlink: pid ${other.pid} is in another network namespace \\(net:\\[\\d+\\], memlog is in net:\\[\\d+\\]\\)$`));
+  assert.deepEqual(notices, [`memlog: counting connections from /proc/net/tcp, slower at scale (${far.socketsNote})`]);
+  assert.ok(headerOf(file2).includes(` sockets=proc (${far.socketsNote}) host=`));
+  assert.throws(() => startRecorder({ pid: other.pid!, out: null, sockets: 'bpf' }), { code: 'C1M_MEMLOG_UNSUPPORTED', message: reason ? `--sockets bpf: ${reason}` : /^--sockets bpf: pid \d+ is in another network namespace/ });
+  await far.stop();
+});
+
 test('clear errors for a missing process, an ambiguous or bad pattern, bad options', async () => {
   const twin = `${tag}-twin`;
   for (const { waitFor } of [startServer('leaf', twin), startServer('leaf', twin)]) await waitFor((m) => m.port !== undefined, 'twin listening');
@@ -210,6 +274,6 @@ test('clear errors for a missing process, an ambiguous or bad pattern, bad optio
   assert.match(code(() => startRecorder({ out: null })), /exactly one of --pid and --pgrep/);
   assert.match(code(() => startRecorder({ pid: process.pid, intervalMs: 10, out: null })), /--interval: 10ms is out of range/);
   assert.match(code(() => startRecorder({ pid: process.pid, ports: [0], out: null })), /--port/);
-  assert.match(code(() => startRecorder({ pid: process.pid, out: null, sockets: 'ss' as 'proc' })), /BAD_OPTION: --sockets: 'ss' is not one of auto, netlink, proc/);
+  assert.match(code(() => startRecorder({ pid: process.pid, out: null, sockets: 'ss' as 'proc' })), /BAD_OPTION: --sockets: 'ss' is not one of auto, bpf, netlink, proc/);
   assert.match(code(() => startRecorder({ pid: process.pid, out: join(dir, 'no', 'such', 'dir.log') })), /BAD_OPTION: -o: cannot append to '.*dir\.log' \(ENOENT\)/);
 });

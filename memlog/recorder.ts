@@ -6,7 +6,7 @@ import type { Writable } from 'node:stream';
 import { type LogRow, encodeRow, headerLine, commentLine, formatDate } from './row.js';
 import { readStat, readPssKb, processTree, pgrep, ancestors, isGone, kernelPageSize, readTcpMemKb, readCmdline, CLOCK_TICKS_PER_SEC, type ProcStat } from './proc.js';
 import { InodeTable, SocketOwnership } from './tcptable.js';
-import { openSocketSource, bestFdReader, SocketSourceError, type SocketsMode } from './netlink.js';
+import { openSocketSource, bestFdReader, SocketSourceError, type SocketsMode, type SourceName } from './netlink.js';
 
 /** Limits of the recorder's options, named once (the CLI reports them in its errors). */
 export const RECORDER_LIMITS = {
@@ -35,13 +35,13 @@ export interface RecorderOptions {
   out?: string | Writable | null;
   /** Also copy everything written (header, comments, rows) to this stream, like `tee` copies to stdout. */
   echo?: Writable;
-  /** Called with every row after it is written. */
-  onRow?: (row: LogRow) => void;
+  /** Called with every row after it is written, and how long its sample took (ms, process to row). */
+  onRow?: (row: LogRow, ms: number) => void;
   /** Progress and notices (default: none). */
   log?: (line: string) => void;
   /** IANA zone for the date column (default: the local zone, like date(1)). */
   timeZone?: string;
-  /** Where the socket table comes from (default 'auto': the netlink addon when it can, else /proc; see netlink.ts). */
+  /** Where the socket table comes from (default 'auto': the bpf iterator, else the netlink dump, else /proc; see netlink.ts). */
   sockets?: SocketsMode;
 }
 
@@ -58,8 +58,10 @@ export interface RecorderEnd {
 export interface RecorderHandle {
   /** The watched (root) pid. */
   readonly pid: number;
-  /** The socket source in use: 'netlink' or 'proc'. */
-  readonly sockets: 'netlink' | 'proc';
+  /** The socket source in use: 'bpf', 'netlink' or 'proc'. */
+  readonly sockets: SourceName;
+  /** Why `auto` passed over the faster sources ('' when it took bpf, or a source was asked for). */
+  readonly socketsNote: string;
   /** Every row recorded so far, oldest first. */
   readonly rows: readonly LogRow[];
   /** Takes and writes a sample now (off the schedule); null once the process has gone. */
@@ -117,7 +119,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   if (isGone(rootStat)) throw new RecorderError('C1M_MEMLOG_NO_PROCESS', `no process with pid ${pid}`);
   const tree = options.tree ?? true;
   const mode = options.sockets ?? 'auto';
-  if (!['auto', 'netlink', 'proc'].includes(mode)) throw new RecorderError('C1M_MEMLOG_BAD_OPTION', `--sockets: '${mode}' is not one of auto, netlink, proc`);
+  if (!['auto', 'bpf', 'netlink', 'proc'].includes(mode)) throw new RecorderError('C1M_MEMLOG_BAD_OPTION', `--sockets: '${mode}' is not one of auto, bpf, netlink, proc`);
   let opened: ReturnType<typeof openSocketSource>;
   try {
     opened = openSocketSource(mode, pid, ports);
@@ -127,7 +129,9 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   }
   const source = opened.source;
   const log = options.log ?? (() => {});
-  if (opened.note) log(`memlog: counting connections from /proc/net/tcp, slower at scale (${opened.note})`);
+  const described = { bpf: 'the bpf TCP iterator', netlink: 'the netlink sock_diag dump', proc: '/proc/net/tcp, slower at scale' }[source.name];
+  // (A bpf source with a note is the iterator: the table walk comes without one.)
+  if (opened.note) log(`memlog: counting connections from ${described} (${opened.note})`);
   const pageKb = kernelPageSize() / 1024;
 
   // Output: append like `tee -a`; the header goes only into a new or empty file.
@@ -138,6 +142,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     try {
       fd = openSync(options.out, 'a');
     } catch (err) {
+      source.close();
       throw new RecorderError('C1M_MEMLOG_BAD_OPTION', `-o: cannot append to '${options.out}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
     needHeader = fstatSync(fd).size === 0;
@@ -153,7 +158,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   };
   if (needHeader) write(headerLine());
   const cmd = readCmdline(pid).slice(0, 200);
-  write(commentLine(`memlog record pid=${pid} (${cmd}) ports=${ports.join(',')} interval=${intervalMs / 1000}s tree=${tree ? 'on' : 'off'} sockets=${source.name} host=${hostname()} started ${new Date().toISOString()}`));
+  write(commentLine(`memlog record pid=${pid} (${cmd}) ports=${ports.join(',')} interval=${intervalMs / 1000}s tree=${tree ? 'on' : 'off'} sockets=${source.name}${opened.note ? ` (${opened.note})` : ''} host=${hostname()} started ${new Date().toISOString()}`));
 
   const table = new InodeTable();
   const ownership = new SocketOwnership(bestFdReader());
@@ -172,11 +177,13 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     timer = null;
     if (fd >= 0) closeSync(fd);
     fd = -1;
+    source.close();
     resolveDone(end);
   };
 
   const sample = (): LogRow | null => {
     if (stopped) return null;
+    const began = performance.now();
     const now = new Date();
     const root = readStat(pid);
     if (isGone(root) || root!.startTime !== rootStat!.startTime) {
@@ -245,7 +252,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
     };
     write(encodeRow(row));
     rows.push(row);
-    options.onRow?.(row);
+    options.onRow?.(row, performance.now() - began);
     return row;
   };
 
@@ -291,6 +298,7 @@ export function startRecorder(options: RecorderOptions): RecorderHandle {
   return {
     pid,
     sockets: source.name,
+    socketsNote: opened.note,
     rows,
     sampleNow: sample,
     stop: async () => finish({ reason: 'stopped', rows: rows.length }),

@@ -84,6 +84,15 @@ export class InodeTable {
     this.flags[i]! |= flag;
   }
 
+  /** ORs `flag` into a present inode's flags (an absent one stays absent); returns its flags before, 0 when absent. */
+  mark(inode: number, flag: number): number {
+    const i = this.slot(inode);
+    if (this.keys[i] === 0) return 0;
+    const before = this.flags[i]!;
+    this.flags[i] = before | flag;
+    return before;
+  }
+
   /** The inode's flags, 0 when absent. */
   get(inode: number): number {
     const i = this.slot(inode);
@@ -111,6 +120,19 @@ export class InodeTable {
       }
     }
   }
+}
+
+/** Sorted, merged [lo, hi] ranges of a port list. */
+export function portRanges(ports: readonly number[]): [number, number][] {
+  const sorted = [...new Set(ports)].sort((a, b) => a - b);
+  const out: [number, number][] = [];
+  for (const p of sorted) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new RangeError(`port ${p} is not in 1-65535`);
+    const last = out[out.length - 1];
+    if (last && p === last[1] + 1) last[1] = p;
+    else out.push([p, p]);
+  }
+  return out;
 }
 
 const HEX = new Int8Array(256).fill(-1);
@@ -353,15 +375,14 @@ export class SocketOwnership {
         inodes[recheck[k]!] = inode !== 0 && table.get(inode) !== 0 ? inode : 0;
       }
     }
+    // One probe per socket: mark() reads the flags and sets FLAG_COUNTED together (on a socket that is not
+    // established the mark changes nothing that is counted).
     for (let k = 0; k < listed; k++) {
       const inode = inodes[list[k]!]!;
       if (inode === 0) continue;
-      const flags = table.get(inode);
+      const flags = table.mark(inode, FLAG_COUNTED);
       if (flags === 0) return false;
-      if ((flags & FLAG_ESTABLISHED) !== 0 && (flags & FLAG_COUNTED) === 0) {
-        out.established++;
-        table.add(inode, FLAG_COUNTED);
-      }
+      if ((flags & FLAG_ESTABLISHED) !== 0 && (flags & FLAG_COUNTED) === 0) out.established++;
     }
     return true;
   }
@@ -409,11 +430,8 @@ export class SocketOwnership {
     for (let k = 0; k < fds.length; k++) {
       const inode = cache.inodes[fds[k]!]!;
       if (inode === 0) continue;
-      const flags = table.get(inode);
-      if ((flags & FLAG_ESTABLISHED) !== 0 && (flags & FLAG_COUNTED) === 0) {
-        out.established++;
-        table.add(inode, FLAG_COUNTED);
-      }
+      const flags = table.mark(inode, FLAG_COUNTED);
+      if ((flags & FLAG_ESTABLISHED) !== 0 && (flags & FLAG_COUNTED) === 0) out.established++;
     }
   }
 }
