@@ -85,6 +85,8 @@ export interface SocketOwner {
 /** What the batch code needs of a socket. */
 export interface BatchSocket {
   flags: number;
+  /** While QUEUED: the socket's entry in the pending batch (a field, not a Map entry per write). */
+  slot: number;
   /** The fd a pool thread may write to now, or -1 when the socket's own path still holds output of it. */
   threadFd(): number;
   /** Writes by the socket's own path, after whatever it still holds. */
@@ -100,7 +102,6 @@ export interface BatchSocket {
 /** Output waiting for the next batch: one entry per socket, a string or the parts in order. */
 let pendSocks: BatchSocket[] = [];
 let pendData: (string | Buffer | (string | Buffer)[])[] = [];
-const pendIndex = new Map<BatchSocket, number>();
 let submitScheduled = false;
 
 /** The batch in flight: its sockets and their byte lengths, the buffer and the per-socket results. */
@@ -117,7 +118,7 @@ export const writerCounters = { batches: 0, writes: 0, short: 0 };
 export function enqueue(sock: BatchSocket, data: string | Buffer): void {
   if ((sock.flags & QUEUED) === 0) {
     sock.flags |= QUEUED;
-    pendIndex.set(sock, pendSocks.length);
+    sock.slot = pendSocks.length;
     pendSocks.push(sock);
     pendData.push(data);
     if (!submitScheduled && flyData === null) {
@@ -126,7 +127,7 @@ export function enqueue(sock: BatchSocket, data: string | Buffer): void {
     }
     return;
   }
-  const i = pendIndex.get(sock)!;
+  const i = sock.slot;
   const prev = pendData[i]!;
   if (typeof prev === 'string' && typeof data === 'string') pendData[i] = prev + data;
   else if (Array.isArray(prev)) prev.push(data);
@@ -135,7 +136,7 @@ export function enqueue(sock: BatchSocket, data: string | Buffer): void {
 
 /** Writes a socket's pending entry by its own path now, out of the batch. */
 export function takePending(sock: BatchSocket): void {
-  const i = pendIndex.get(sock)!;
+  const i = sock.slot;
   const d = pendData[i]!;
   pendData[i] = '';
   sock.flags &= ~QUEUED;
@@ -161,7 +162,6 @@ function submit(): void {
   const data = pendData;
   pendSocks = [];
   pendData = [];
-  pendIndex.clear();
   if (socks.length < WRITER_MIN_BATCH) {
     // Too few to be worth a thread handoff (limits.ts): written from here, as without the writer.
     for (let i = 0; i < socks.length; i++) {

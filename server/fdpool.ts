@@ -64,6 +64,7 @@ export function adoptFd(fd: number): number {
 /** A detached stream: the subset of net.Socket that stream.ts uses, on a bare fd. */
 export class FdSocket implements BatchSocket {
   flags = 0;
+  slot = 0;
   /** Output the kernel has not taken yet, in order (null when there is none: the stream at rest). */
   private backlog: Buffer[] | null = null;
   private backlogBytes = 0;

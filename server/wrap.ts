@@ -104,6 +104,7 @@ type CloseHandler = (this: WrapSocket) => void;
 export class WrapSocket implements BatchSocket {
   /** The DESTROYED ... DETACHED bits of batch.ts. */
   flags = 0;
+  slot = 0;
   /** Writes collected between cork() and uncork(). */
   corked: Buffer[] | null = null;
 
