@@ -82,21 +82,65 @@ export interface SocketOwner {
   readonly batched: boolean;
 }
 
-/** What the batch code needs of a socket. */
-export interface BatchSocket {
-  flags: number;
+/**
+ * The half of a lean socket (wrap.ts's WrapSocket, fdpool.ts's FdSocket) that does not depend on what holds the
+ * connection: its state bits, its slot in the pending batch, and write/cork/uncork, which go to the batch or to the
+ * subclass's own write path.
+ */
+export abstract class BatchSocket {
+  /** The DESTROYED ... DETACHED bits above. */
+  flags = 0;
   /** While QUEUED: the socket's entry in the pending batch (a field, not a Map entry per write). */
-  slot: number;
+  slot = 0;
+  /** Writes collected between cork() and uncork(). */
+  corked: Buffer[] | null = null;
+  abstract readonly server: { readonly batched: boolean };
+
+  /** True once destroy() ran: no more reads or writes. */
+  get destroyed(): boolean {
+    return (this.flags & DESTROYED) !== 0;
+  }
+
+  /** Queues bytes; a string is written as UTF-8. False when the socket is ending or destroyed, or the write failed. */
+  write(data: string | Buffer): boolean {
+    if ((this.flags & (DESTROYED | ENDING)) !== 0) return false;
+    if (this.corked !== null) {
+      this.corked.push(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+      return true;
+    }
+    if (this.server.batched) {
+      enqueue(this, data);
+      return true;
+    }
+    return this.writeNow(data);
+  }
+
+  /** Collects writes until uncork(), which sends them in one writev. */
+  cork(): void {
+    this.corked ??= [];
+  }
+
+  uncork(): void {
+    const chunks = this.corked;
+    this.corked = null;
+    if (chunks === null || chunks.length === 0 || (this.flags & (DESTROYED | ENDING)) !== 0) return;
+    if (this.server.batched) {
+      for (const c of chunks) enqueue(this, c);
+      return;
+    }
+    this.writeNow(chunks);
+  }
+
   /** The fd a pool thread may write to now, or -1 when the socket's own path still holds output of it. */
-  threadFd(): number;
+  abstract threadFd(): number;
   /** Writes by the socket's own path, after whatever it still holds. */
-  writeNow(data: string | Buffer | Buffer[]): boolean;
+  abstract writeNow(data: string | Buffer | Buffer[]): boolean;
   /** Sends our FIN after the output written so far. */
-  shutdown(): void;
+  abstract shutdown(): void;
   /** Reports an error and closes. */
-  fail(err: Error): void;
+  abstract fail(err: Error): void;
   /** Closes the fd now (destroy() came while IN_FLIGHT). */
-  closeNow(): void;
+  abstract closeNow(): void;
 }
 
 /** Output waiting for the next batch: one entry per socket, a string or the parts in order. */

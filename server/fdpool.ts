@@ -10,7 +10,7 @@
 // pool's one dispatcher finds the socket of each event by fd, in a plain array indexed by fd (8 bytes a slot).
 import {
   CLOSE_DEFERRED, DESTROYED, END_DEFERRED, ENDING, IN_FLIGHT, PEER_GONE, QUEUED, SHUTDOWN_PENDING,
-  enqueue, loadWriter, takePending, uvError, type BatchSocket, type NativeSockets, type SocketOwner,
+  BatchSocket, loadWriter, takePending, uvError, type NativeSockets, type SocketOwner,
 } from './batch.js';
 
 /** Event kinds from fdpool.c. */
@@ -62,23 +62,15 @@ export function adoptFd(fd: number): number {
 }
 
 /** A detached stream: the subset of net.Socket that stream.ts uses, on a bare fd. */
-export class FdSocket implements BatchSocket {
-  flags = 0;
-  slot = 0;
+export class FdSocket extends BatchSocket {
   /** Output the kernel has not taken yet, in order (null when there is none: the stream at rest). */
   private backlog: Buffer[] | null = null;
   private backlogBytes = 0;
-  /** Writes collected between cork() and uncork(). */
-  private corked: Buffer[] | null = null;
-
   constructor(readonly fd: number, readonly server: SocketOwner) {
+    super();
     byFd[fd] = this;
     fdPoolCounters.adopted++;
     fdPoolCounters.open++;
-  }
-
-  get destroyed(): boolean {
-    return (this.flags & DESTROYED) !== 0;
   }
 
   /** Bytes written and not yet taken by the kernel. */
@@ -90,34 +82,6 @@ export class FdSocket implements BatchSocket {
   on(event: 'data' | 'error' | 'close', fn: (...args: never[]) => void): this {
     (this.server.handlers as Record<string, unknown>)[event] = fn;
     return this;
-  }
-
-  write(data: string | Buffer): boolean {
-    if ((this.flags & (DESTROYED | ENDING)) !== 0) return false;
-    if (this.corked !== null) {
-      this.corked.push(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
-      return true;
-    }
-    if (this.server.batched) {
-      enqueue(this, data);
-      return true;
-    }
-    return this.writeNow(data);
-  }
-
-  cork(): void {
-    this.corked ??= [];
-  }
-
-  uncork(): void {
-    const chunks = this.corked;
-    this.corked = null;
-    if (chunks === null || chunks.length === 0 || (this.flags & (DESTROYED | ENDING)) !== 0) return;
-    if (this.server.batched) {
-      for (const c of chunks) enqueue(this, c);
-      return;
-    }
-    this.writeNow(chunks);
   }
 
   threadFd(): number {

@@ -22,7 +22,7 @@ import { EventEmitter } from 'node:events';
 import { isIPv6 } from 'node:net';
 import {
   CLOSE_DEFERRED, DESTROYED, DETACHED, END_DEFERRED, ENDING, IN_FLIGHT, PEER_GONE, QUEUED, SHUTDOWN_PENDING,
-  enqueue, loadWriter, takePending, uvError, type BatchSocket,
+  BatchSocket, loadWriter, takePending, uvError,
 } from './batch.js';
 import { FdSocket, adoptFd } from './fdpool.js';
 
@@ -101,20 +101,10 @@ type ErrorHandler = (this: WrapSocket, err: Error) => void;
 type CloseHandler = (this: WrapSocket) => void;
 
 /** One accepted connection: the subset of net.Socket that stream.ts uses. */
-export class WrapSocket implements BatchSocket {
-  /** The DESTROYED ... DETACHED bits of batch.ts. */
-  flags = 0;
-  slot = 0;
-  /** Writes collected between cork() and uncork(). */
-  corked: Buffer[] | null = null;
-
+export class WrapSocket extends BatchSocket {
   constructor(readonly handle: TcpHandle, readonly server: WrapServer) {
+    super();
     handle.owner = this;
-  }
-
-  /** True once destroy() ran: no more reads or writes, the handle is closing. */
-  get destroyed(): boolean {
-    return (this.flags & DESTROYED) !== 0;
   }
 
   /** Registers stream.ts's shared handler for 'data', 'error' or 'close' (one per server, not per socket). */
@@ -126,20 +116,6 @@ export class WrapSocket implements BatchSocket {
   /** Bytes accepted but not yet handed to the kernel (libuv's write queue). */
   get writableLength(): number {
     return (this.flags & DESTROYED) !== 0 ? 0 : this.handle.writeQueueSize;
-  }
-
-  /** Queues bytes; a string is written as UTF-8. False when the socket is ending or destroyed, or the write failed. */
-  write(data: string | Buffer): boolean {
-    if ((this.flags & (DESTROYED | ENDING)) !== 0) return false;
-    if (this.corked !== null) {
-      this.corked.push(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
-      return true;
-    }
-    if (this.server.batched) {
-      enqueue(this, data);
-      return true;
-    }
-    return this.writeNow(data);
   }
 
   /** Hands bytes to libuv: written now if the kernel takes them, else queued in libuv's write queue. */
@@ -163,22 +139,6 @@ export class WrapSocket implements BatchSocket {
       return false;
     }
     return true;
-  }
-
-  /** Collects writes until uncork(), which sends them in one writev. */
-  cork(): void {
-    this.corked ??= [];
-  }
-
-  uncork(): void {
-    const chunks = this.corked;
-    this.corked = null;
-    if (chunks === null || chunks.length === 0 || (this.flags & (DESTROYED | ENDING)) !== 0) return;
-    if (this.server.batched) {
-      for (const c of chunks) enqueue(this, c);
-      return;
-    }
-    this.writeNow(chunks);
   }
 
   /**
